@@ -1,0 +1,165 @@
+"""Settings: the one place that reads the environment and `.env`.
+
+Every other module takes a `Settings` (or the value it needs) instead of calling `os.environ`,
+so a wrong value fails once, at start, with a message that names the key.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# FunASR's names for the default models (ModelScope ids); each may also be a local directory.
+DEFAULT_ASR_MODEL = "iic/speech_seaco_paraformer_large_asr_nat-zh-cn-16k-common-vocab8404-pytorch"
+DEFAULT_VAD_MODEL = "iic/speech_fsmn_vad_zh-cn-16k-common-pytorch"
+DEFAULT_PUNC_MODEL = "iic/punc_ct-transformer_cn-en-common-vocab471067-large"
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+def parse_size(value: str | int) -> int:
+    """'10 MB' -> bytes; the design writes sizes the way loguru's rotation does."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE_RE.match(value)
+    if not match:
+        raise ValueError(f"expected a size such as '10 MB', got {value!r}")
+    number, unit = match.groups()
+    return int(float(number) * _SIZE_UNITS[(unit or "B").upper()])
+
+
+class Settings(BaseSettings):
+    """Typed view of `.env`; see `.env.example` for what each key means."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # Redis. REDIS_URL, when set, wins over host/port/db/password (e.g. rediss:// or a socket).
+    redis_host: str = "localhost"
+    redis_port: int = Field(6379, ge=1, le=65535)
+    redis_db: int = Field(0, ge=0)
+    redis_password: str | None = None
+    redis_url: str | None = None
+
+    # Engine.
+    asr_model_path: Path = Path("~/.cache/modelscope/hub")
+    asr_model: str = DEFAULT_ASR_MODEL
+    asr_vad_model: str = DEFAULT_VAD_MODEL
+    asr_punc_model: str = DEFAULT_PUNC_MODEL
+    asr_hotwords_path: Path = Path("src/asr/hotwords.txt")
+    asr_use_gpu: bool = True
+    asr_device: str = "auto"
+    asr_batch_size: PositiveInt = 500
+    asr_max_audio_seconds: float = Field(3 * 3600, gt=0)
+    asr_languages: list[str] = ["zh", "en", "auto"]
+    asr_cpu_threads: int = Field(0, ge=0)
+
+    # Storage.
+    storage_path: Path = Path("src/storage")
+    max_recordings: PositiveInt = 10
+    max_history_records: PositiveInt = 10
+    max_upload_bytes: int = Field(100 * 1024**2, gt=0)
+
+    # Queue.
+    rq_queue_name: str = Field("asr-queue", min_length=1)
+    rq_worker_count: PositiveInt = 2
+    rq_worker_timeout: PositiveInt = 600
+    task_ttl_seconds: PositiveInt = 3600
+
+    # HTTP.
+    api_host: str = "0.0.0.0"
+    api_port: int = Field(8000, ge=1, le=65535)
+    api_reload: bool = False
+
+    # Logs.
+    log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_rotation: str = "10 MB"
+    log_retention: str = "30 days"
+
+    @field_validator("asr_device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _DEVICE_RE.match(value):
+            raise ValueError("must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return value
+
+    @field_validator("log_rotation")
+    @classmethod
+    def _check_rotation(cls, value: str) -> str:
+        parse_size(value)
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: str) -> str:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("asr_model_path", "asr_hotwords_path", "storage_path")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @model_validator(mode="after")
+    def _check_languages(self) -> Settings:
+        if not self.asr_languages:
+            raise ValueError("ASR_LANGUAGES must name at least one language")
+        return self
+
+    @property
+    def device(self) -> str:
+        """The torch device the worker uses: explicit ASR_DEVICE, else ASR_USE_GPU decides."""
+        if self.asr_device != "auto":
+            return self.asr_device
+        return "cuda" if self.asr_use_gpu else "cpu"
+
+    @property
+    def redis_dsn(self) -> str:
+        if self.redis_url:
+            return self.redis_url
+        auth = f":{self.redis_password}@" if self.redis_password else ""
+        return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.storage_path / "recordings"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.storage_path / "logs"
+
+    @property
+    def history_file(self) -> Path:
+        return self.logs_dir / "asr_history.jsonl"
+
+
+class SettingsError(RuntimeError):
+    """A setting is invalid; the message names the environment key."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning pydantic's report into one line per bad key (as env names)."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = "_".join(str(part) for part in err["loc"][:1]).upper() or "settings"
+            lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Process-wide settings, read once; tests swap them via FastAPI dependency overrides."""
+    return load_settings()
