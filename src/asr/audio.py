@@ -1,0 +1,427 @@
+"""Audio decoding: any upload -> 16 kHz mono float32 samples, with PyAV (libav* in-process).
+
+Why PyAV and not FunASR's own loader: FunASR shells out to an `ffmpeg` binary for paths and,
+for raw bytes, silently yields zero samples for an MP4/M4A whose `moov` atom sits at the end.
+Decoding here, to the rate the models want, means FunASR gets a ready numpy array and no binary
+is needed at all. Every way an upload can be unusable surfaces as one typed `AudioError`.
+
+The functions are plain and stateless (thread-safe); the only global is PyAV's log level.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO, Literal
+
+import av
+import av.logging
+import numpy as np
+from av.audio.resampler import AudioResampler
+from av.container import InputContainer
+
+# FFmpeg logs to stderr through PyAV's callback unless told not to; errors still raise.
+av.logging.set_level(None)
+
+SAMPLE_RATE = 16000
+"""What FunASR's Paraformer / FSMN-VAD / CT-punc models expect."""
+
+SUPPORTED_FORMATS: tuple[str, ...] = (
+    "wav",
+    "mp3",
+    "m4a",
+    "aac",
+    "flac",
+    "ogg",
+    "opus",
+    "webm",
+    "mp4",
+    "mkv",
+)
+"""User-facing names of what can be uploaded; every `AudioInfo.extension` is one of them."""
+
+# Demuxers FFmpeg may pick. Anything else (images, text-as-"tty", playlists such as HLS or
+# `concat` that would open further files or URLs) fails to open, as `not_audio`.
+_DEMUXERS = ("wav", "mp3", "mov", "aac", "flac", "ogg", "matroska")
+_OPEN_OPTIONS = {"format_whitelist": ",".join(_DEMUXERS), "protocol_whitelist": "file"}
+# PyAV < 19 decodes tags strictly as UTF-8 at open, so a WAV whose RIFF INFO is in GBK would
+# fail to open; 19 dropped the argument (it always uses surrogateescape).
+_OPEN_KWARGS: dict[str, str] = (
+    {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
+)
+
+# Demuxers whose declared duration is read from the file, not guessed from the bit rate.
+# (mp3 counts only with a Xing/Info/VBRI header, checked separately.)
+_EXACT_DURATION = frozenset({"wav", "flac", "mov", "matroska", "ogg"})
+_HEAD_BYTES = 64 * 1024
+
+# Truncation: the decoded audio is this much shorter than declared -> "corrupt".
+_TRUNCATED_FRACTION = 0.5
+_TRUNCATED_MIN_MISSING_S = 1.0
+# Undecodable packets: a few are skipped (as ffmpeg does), more mean a damaged file.
+_MAX_BAD_PACKETS = 3
+_MAX_BAD_PACKET_FRACTION = 0.001
+
+# Magic numbers of the formats above: a file that starts like one but does not open is
+# damaged ("corrupt"), anything else is not audio at all ("not_audio").
+_MAGIC: tuple[tuple[int, bytes], ...] = (
+    (0, b"RIFF"),
+    (0, b"RF64"),
+    (0, b"ID3"),
+    (0, b"fLaC"),
+    (0, b"OggS"),
+    (0, b"\x1a\x45\xdf\xa3"),  # EBML: Matroska / WebM
+    (4, b"ftyp"),
+    (4, b"moov"),
+    (4, b"mdat"),
+    (4, b"free"),
+    (4, b"wide"),
+)
+
+Reason = Literal["empty", "not_audio", "no_audio_stream", "corrupt", "too_long"]
+Source = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
+
+
+class AudioError(ValueError):
+    """The one typed error for unusable audio; .reason is a short code, str(e) a human message.
+
+    reason is one of "empty", "not_audio", "no_audio_stream", "corrupt", "too_long", so an API
+    can map it to a status code and a client can branch on it without parsing messages.
+    """
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason: Reason = reason
+
+    def __reduce__(self) -> tuple[type[AudioError], tuple[str, str]]:
+        # Survive pickling (RQ stores a failed job's exception).
+        return (type(self), (self.reason, str(self)))
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the container says about the audio, before (or without) decoding it."""
+
+    format_name: str
+    """Container as PyAV names it, e.g. "mov,mp4,m4a,3gp,3g2,mj2"."""
+    codec: str
+    """Audio codec, e.g. "aac", "opus", "mp3", "pcm_s16le"."""
+    duration_s: float | None
+    """Duration the container declares exactly; None when absent or only a bit-rate guess."""
+    sample_rate: int
+    """The source's rate (decoded audio is always SAMPLE_RATE)."""
+    channels: int
+    """The source's channel count (decoded audio is always mono)."""
+    extension: str
+    """Canonical extension to store the upload under, decided from content, not its name."""
+
+
+def probe(source: Source, *, max_duration_s: float | None = None) -> AudioInfo:
+    """Open the container and check it is usable audio, decoding only its first frame(s).
+
+    Cheap enough for the API to run on upload: rejects an over-long file from its declared
+    duration ("too_long") before decoding, and garbage that happens to open as some container
+    ("corrupt"/"not_audio") because its first packets do not decode. A seekable file object is
+    read from its start and rewound afterwards; an unseekable one is read to the end (consumed).
+    Damage further in (a truncated tail, garbage mid-file) only a full decode can find.
+    """
+    with _opened(source) as (container, head):
+        stream, info = _inspect(container, head)
+        _check_declared_duration(info, max_duration_s)
+        _decode(container, stream, info, max_duration_s, first_frame_only=True)
+        return info
+
+
+def decode(source: Source, *, max_duration_s: float | None = None) -> np.ndarray:
+    """Decode the best audio stream to float32 mono at SAMPLE_RATE, values in [-1, 1].
+
+    The duration limit is checked against the declared duration first and again while decoding
+    (stopping as soon as it is passed) for containers that do not declare one. A few
+    undecodable packets are skipped as ffmpeg does (joined MP3s have one); more than
+    max(3, 0.1%) of them, or a result under half the declared duration, is "corrupt".
+    """
+    return load_audio(source, max_duration_s=max_duration_s)[0]
+
+
+def load_audio(
+    source: Source, *, max_duration_s: float | None = None
+) -> tuple[np.ndarray, AudioInfo]:
+    """probe + decode with one open of the file: what the worker calls."""
+    with _opened(source) as (container, head):
+        stream, info = _inspect(container, head)
+        _check_declared_duration(info, max_duration_s)
+        samples = _decode(container, stream, info, max_duration_s, first_frame_only=False)
+        return samples, info
+
+
+def format_duration(seconds: float) -> str:
+    """Human duration for messages: 3h05m, 4m07s, 12.5s."""
+    if seconds >= 3600:
+        minutes = int(seconds // 60)
+        return f"{minutes // 60}h{minutes % 60:02d}m"
+    if seconds >= 60:
+        whole = int(seconds)
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{seconds:.1f}s"
+
+
+# --- opening -------------------------------------------------------------------------------
+
+
+@contextmanager
+def _opened(source: Source) -> Iterator[tuple[InputContainer, bytes]]:
+    """Open `source` with PyAV -> (container, first bytes of the file).
+
+    Maps an open failure to AudioError; closes the container, and rewinds a caller's file
+    object, on exit.
+    """
+    target, head, rewind = _prepare(source)
+    try:
+        try:
+            container = av.open(target, mode="r", container_options=_OPEN_OPTIONS, **_OPEN_KWARGS)
+        except (av.FFmpegError, ValueError) as exc:
+            raise _open_error(head) from exc
+        with container:
+            yield container, head
+    finally:
+        if rewind is not None:
+            rewind.seek(0)
+
+
+def _prepare(source: Source) -> tuple[str | BinaryIO, bytes, BinaryIO | None]:
+    """-> (what av.open takes, the first bytes, the caller's file object to rewind after)."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+        if not data:
+            raise _empty()
+        return io.BytesIO(data), data[:_HEAD_BYTES], None
+    if isinstance(source, str | os.PathLike):
+        path = os.path.abspath(os.fspath(source))
+        if os.stat(path).st_size == 0:  # a missing file is the caller's bug: OSError
+            raise _empty()
+        with open(path, "rb") as f:
+            head = f.read(_HEAD_BYTES)
+        # "file:" so a name with a colon is never taken for a protocol or URL.
+        return "file:" + path, head, None
+    if not source.seekable():
+        # PyAV can read a pipe, but an MP4 with `moov` at the end needs to seek.
+        data = source.read()
+        if not data:
+            raise _empty()
+        return io.BytesIO(data), data[:_HEAD_BYTES], None
+    source.seek(0)
+    head = source.read(_HEAD_BYTES)
+    source.seek(0)
+    if not head:
+        raise _empty()
+    return source, head, source
+
+
+def _empty() -> AudioError:
+    return AudioError("empty", "The file is empty")
+
+
+def _open_error(head: bytes) -> AudioError:
+    if any(head[at : at + len(magic)] == magic for at, magic in _MAGIC):
+        return AudioError("corrupt", "The audio file is damaged or incomplete and cannot be read")
+    return AudioError(
+        "not_audio",
+        "The file is not a supported audio format (supported: "
+        + ", ".join(SUPPORTED_FORMATS)
+        + ")",
+    )
+
+
+# --- inspecting ----------------------------------------------------------------------------
+
+
+def _inspect(container: InputContainer, head: bytes) -> tuple[av.AudioStream, AudioInfo]:
+    audio = [s for s in container.streams.audio if s.codec_context is not None]
+    if not container.streams.audio:
+        raise AudioError("no_audio_stream", "The file contains no audio stream")
+    if not audio:
+        raise AudioError("not_audio", "The file's audio codec is not supported")
+    try:
+        best = container.streams.best("audio")
+    except (av.FFmpegError, ValueError):
+        best = None
+    stream = best if best is not None and best.codec_context is not None else audio[0]
+
+    ctx = stream.codec_context
+    info = AudioInfo(
+        format_name=container.format.name,
+        codec=_codec_name(stream),
+        duration_s=_declared_duration(container, stream, head),
+        sample_rate=int(ctx.sample_rate or 0),
+        channels=int(ctx.channels or 0),
+        extension=_extension(container, stream),
+    )
+    return stream, info
+
+
+def _declared_duration(
+    container: InputContainer, stream: av.AudioStream, head: bytes
+) -> float | None:
+    demuxer = container.format.name.split(",")[0]
+    exact = demuxer in _EXACT_DURATION or (
+        demuxer == "mp3" and any(tag in head for tag in (b"Xing", b"Info", b"VBRI"))
+    )
+    if not exact:
+        return None
+    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None and container.duration > 0:
+        return container.duration / av.time_base
+    return None
+
+
+def _extension(container: InputContainer, stream: av.AudioStream) -> str:
+    demuxer = container.format.name.split(",")[0]
+    has_video = any(not _is_attached_picture(v) for v in container.streams.video)
+    if demuxer == "mov":
+        return "mp4" if has_video else "m4a"
+    if demuxer == "matroska":
+        codecs = {_codec_name(s) for s in container.streams if s.codec_context}
+        webm = {"opus", "vorbis", "vp8", "vp9", "av1"}
+        return "webm" if codecs <= webm else "mkv"
+    return {"wav": "wav", "mp3": "mp3", "aac": "aac", "flac": "flac", "ogg": "ogg"}[demuxer]
+
+
+def _is_attached_picture(stream: av.stream.Stream) -> bool:
+    """Cover art in an M4A/MKA is a one-frame video stream flagged "attached picture"."""
+    flags = getattr(stream, "disposition", None)  # PyAV >= 15; a Flag, an IntFlag from 18
+    return flags is not None and bool(flags & type(flags).attached_pic)
+
+
+def _codec_name(stream: av.AudioStream) -> str:
+    """ "mp3", not the decoder's name "mp3float" (Codec.canonical_name is PyAV >= 15)."""
+    codec = stream.codec_context.codec
+    return str(getattr(codec, "canonical_name", codec.name))
+
+
+def _check_declared_duration(info: AudioInfo, max_duration_s: float | None) -> None:
+    declared = info.duration_s
+    if max_duration_s is not None and declared is not None and declared > max_duration_s:
+        raise _too_long(declared, max_duration_s)
+
+
+def _too_long(duration_s: float | None, max_duration_s: float) -> AudioError:
+    limit = format_duration(max_duration_s)
+    if duration_s is None:
+        return AudioError("too_long", f"Audio is longer than the limit of {limit}")
+    return AudioError(
+        "too_long", f"Audio is {format_duration(duration_s)} long; the limit is {limit}"
+    )
+
+
+# --- decoding ------------------------------------------------------------------------------
+
+
+class _Buffer:
+    """Growable float32 buffer: a 3 h file is ~690 MB at 16 kHz, so avoid a list + concatenate
+    (twice the peak) and size it from the declared duration when there is one."""
+
+    def __init__(self, expected_s: float | None) -> None:
+        capacity = int(((expected_s or 60.0) + 1.0) * SAMPLE_RATE)
+        self.data = np.empty(capacity, dtype=np.float32)
+        self.size = 0
+
+    def append(self, chunk: np.ndarray) -> None:
+        end = self.size + len(chunk)
+        if end > len(self.data):
+            grown = np.empty(max(end, len(self.data) * 3 // 2), dtype=np.float32)
+            grown[: self.size] = self.data[: self.size]
+            self.data = grown
+        self.data[self.size : end] = chunk
+        self.size = end
+
+    def result(self) -> np.ndarray:
+        self.data.resize(self.size, refcheck=False)  # shrinks in place, no copy
+        np.clip(self.data, -1.0, 1.0, out=self.data)  # float codecs overshoot a little
+        return self.data
+
+
+def _decode(
+    container: InputContainer,
+    stream: av.AudioStream,
+    info: AudioInfo,
+    max_duration_s: float | None,
+    *,
+    first_frame_only: bool,
+) -> np.ndarray:
+    """Demux + decode + resample to 16 kHz mono float32, enforcing limits and integrity."""
+    out = _Buffer(1.0 if first_frame_only else info.duration_s)
+    resampler: AudioResampler | None = None
+    layout_key: tuple[str, str, int] | None = None
+    packets = bad_packets = 0
+
+    def take(frames: list[av.AudioFrame]) -> None:
+        for frame in frames:
+            if frame is None or frame.samples == 0:  # passthrough flush yields [None]
+                continue
+            # One packed float plane; cheaper than to_ndarray (which vstacks planes).
+            out.append(np.frombuffer(frame.planes[0], dtype=np.float32, count=frame.samples))
+            if max_duration_s is not None and out.size > max_duration_s * SAMPLE_RATE:
+                raise _too_long(None, max_duration_s)
+
+    try:
+        for packet in container.demux(stream):
+            packets += 1
+            try:
+                frames = packet.decode()
+            except av.FFmpegError:
+                # Skip it, as ffmpeg does: joined MP3s or a cut last packet give one or two.
+                bad_packets += 1
+                frames = []
+            for frame in frames:
+                if frame.samples == 0:
+                    continue
+                key = (frame.format.name, frame.layout.name, frame.sample_rate)
+                if key != layout_key:
+                    # Rate or channels changed mid-stream (HE-AAC, joined MP3s): the resampler
+                    # only accepts its first frame's layout, so drain it and start a new one.
+                    if resampler is not None:
+                        take(resampler.resample(None))
+                    resampler = AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+                    layout_key = key
+                take(resampler.resample(frame))
+                if first_frame_only:
+                    _check_bad_packets(bad_packets, packets)
+                    return out.result()
+        if resampler is not None:
+            take(resampler.resample(None))
+    except AudioError:
+        raise
+    except (av.FFmpegError, ValueError) as exc:
+        raise AudioError(
+            "corrupt", "The audio is damaged: part of it could not be decoded"
+        ) from exc
+
+    if out.size == 0:
+        if bad_packets:
+            raise AudioError("corrupt", "The audio is damaged and none of it could be decoded")
+        raise AudioError("empty", "The file contains no audio samples")
+    _check_bad_packets(bad_packets, packets)
+    samples = out.result()
+    declared = info.duration_s
+    if declared is not None:
+        decoded_s = len(samples) / SAMPLE_RATE
+        missing = declared - decoded_s
+        if decoded_s < declared * _TRUNCATED_FRACTION and missing > _TRUNCATED_MIN_MISSING_S:
+            raise AudioError(
+                "corrupt",
+                f"The audio file is truncated: it declares {format_duration(declared)} "
+                f"but only {format_duration(decoded_s)} could be decoded",
+            )
+    return samples
+
+
+def _check_bad_packets(bad_packets: int, packets: int) -> None:
+    if bad_packets > max(_MAX_BAD_PACKETS, _MAX_BAD_PACKET_FRACTION * packets):
+        raise AudioError(
+            "corrupt",
+            f"The audio is damaged: {bad_packets} of {packets} packets could not be decoded",
+        )
