@@ -1,0 +1,47 @@
+"""Annotated dependencies, so routes read like `def result(task_id: TaskId, conn: RedisDep)`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import redis
+from fastapi import Depends, Path, Request
+from rq import Queue
+
+from src.api.errors import APIError
+from src.asr.config import Settings, get_settings
+from src.utils.job_queue import get_queue
+from src.utils.task_store import is_valid_task_id
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_redis(request: Request) -> redis.Redis:
+    return request.app.state.redis
+
+
+RedisDep = Annotated[redis.Redis, Depends(get_redis)]
+
+
+def get_rq_queue(conn: RedisDep, settings: SettingsDep) -> Queue:
+    return get_queue(conn, settings)
+
+
+QueueDep = Annotated[Queue, Depends(get_rq_queue)]
+
+
+def valid_task_id(
+    task_id: Annotated[
+        str,
+        Path(
+            description="the id returned by submit: `YYYY-MM-DD_NNN_` + 24 hex digits",
+            examples=["2025-12-01_001_0a1b2c3d4e5f60718293a4b5"],
+        ),
+    ],
+) -> str:
+    if not is_valid_task_id(task_id):
+        raise APIError(422, "Invalid task id", task_id=task_id[:100])
+    return task_id
+
+
+TaskId = Annotated[str, Depends(valid_task_id)]

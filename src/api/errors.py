@@ -1,0 +1,76 @@
+"""One map from exception to JSON error, all with the same `{"error": ...}` shape.
+
+No handler puts a traceback, a path or a Redis detail into a response; those go to the error log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from loguru import logger
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from src.utils.redis_client import REDIS_ERRORS
+
+
+class APIError(Exception):
+    """An error the client caused or must know about, with its status and context keys."""
+
+    def __init__(self, status_code: int, error: str, **context: Any) -> None:
+        super().__init__(error)
+        self.status_code = status_code
+        self.error = error
+        self.context = context
+
+
+def not_found(task_id: str) -> APIError:
+    return APIError(404, "Task not found", task_id=task_id)
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content=body, headers=headers)
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, APIError)
+    return _json(exc.status_code, {"error": exc.error, **exc.context})
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return _json(exc.status_code, {"error": str(exc.detail)}, getattr(exc, "headers", None))
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = [
+        {"field": ".".join(str(p) for p in err.get("loc", ())), "message": err.get("msg", "")}
+        for err in exc.errors()
+    ]
+    return _json(422, {"error": "Invalid request", "details": details})
+
+
+async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+    logger.error(f"{request.method} {request.url.path} - redis unavailable: {type(exc).__name__}")
+    return _json(
+        503,
+        {"error": "Service unavailable: the queue (Redis) is unreachable"},
+        {"Retry-After": "5"},
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.opt(exception=exc).error(f"{request.method} {request.url.path} - unhandled error")
+    return _json(500, {"error": "Internal server error"})
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    for exc_type in REDIS_ERRORS:
+        app.add_exception_handler(exc_type, _redis_down)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,62 @@
+"""The FastAPI app: lifespan (settings, logging, Redis), middleware, error handlers, routes.
+
+`uvicorn src.api.main:app`. This module never imports torch or FunASR: jobs are enqueued by name.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from loguru import logger
+
+from src.api import errors
+from src.api.middleware import AccessLog, BodySizeLimit, body_limit_for
+from src.api.routes import asr, system
+from src.asr.config import Settings, get_settings
+from src.utils.file_handler import ensure_dirs
+from src.utils.logger import setup_logging
+from src.utils.redis_client import api_connection
+
+DESCRIPTION = """
+Offline speech recognition (FunASR Paraformer-zh + FSMN-VAD + CT-punc, with hotwords).
+
+1. `POST /api/v1/asr/submit` with a multipart `audio` file -> `task_id`.
+2. Poll `GET /api/v1/asr/result/{task_id}` until `status` is `done` (text, sentences) or `failed`.
+
+Every error is JSON with an `error` key.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        setup_logging(settings, "api")
+        ensure_dirs(settings)
+        app.state.settings = settings
+        app.state.redis = api_connection(settings)
+        app.state.started = time.time()
+        logger.info(f"API starting: redis={settings.redis_display} queue={settings.rq_queue_name}")
+        yield
+        app.state.redis.close()
+
+    app = FastAPI(
+        title="ASR service",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(asr, prefix="/api/v1")
+    app.include_router(system, prefix="/api/v1")
+    app.add_middleware(BodySizeLimit, max_bytes=body_limit_for(settings.max_upload_bytes))
+    app.add_middleware(AccessLog)
+    app.dependency_overrides[get_settings] = lambda: settings
+    return app
+
+
+app = create_app()

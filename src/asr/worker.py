@@ -1,0 +1,190 @@
+"""The worker process: load the SpeechRecognizer once, then serve RQ jobs in this same process.
+
+RQ's default Worker forks a child per job; the child would reload the model (seconds to minutes)
+and cannot use a CUDA context created in the parent. A `SimpleWorker` runs jobs in-process, so
+the model stays loaded, while RQ keeps its registries, job timeouts (SIGALRM) and `rq info`.
+Crash isolation comes from the supervisor instead (`scripts/start_workers.sh`, systemd).
+
+Run: `python -m src.asr.worker --name worker-1`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import threading
+import time
+from datetime import UTC, datetime
+
+import redis
+from loguru import logger
+from rq import SimpleWorker
+from rq.worker_registration import unregister
+
+from src.asr.config import Settings, get_settings
+from src.asr.recognizer import SpeechRecognizer
+from src.utils.job_queue import get_queue
+from src.utils.logger import setup_logging
+from src.utils.redis_client import REDIS_ERRORS, api_connection, worker_connection, worker_key
+
+READINESS_INTERVAL_S = 5
+READINESS_TTL_S = 15
+
+_recognizer: SpeechRecognizer | None = None
+_name: str = f"worker-{os.getpid()}"
+_lock = threading.Lock()
+
+
+def worker_name() -> str:
+    return _name
+
+
+def get_recognizer() -> SpeechRecognizer:
+    """The process's recognizer; loaded at start by `main`, lazily under a plain `rq worker`."""
+    global _recognizer
+    with _lock:
+        if _recognizer is None:
+            _recognizer = SpeechRecognizer.from_settings(get_settings())
+        return _recognizer
+
+
+class ASRWorker(SimpleWorker):
+    """RQ's in-process worker, named worker-N; exists so `rq info` shows what serves ASR."""
+
+
+class Readiness(threading.Thread):
+    """Publishes `asr:worker:{name}` (TTL 15 s) while the model is loaded; /health reads it."""
+
+    def __init__(self, conn: redis.Redis, worker: ASRWorker, recognizer: SpeechRecognizer) -> None:
+        super().__init__(name="readiness", daemon=True)
+        self.conn = conn
+        self.worker = worker
+        self.recognizer = recognizer
+        self.stopped = threading.Event()
+        self.started_at = datetime.now(UTC).isoformat()
+
+    def payload(self) -> str:
+        return json.dumps(
+            {
+                "name": self.worker.name,
+                "pid": os.getpid(),
+                "hostname": socket.gethostname(),
+                "model_loaded": True,
+                "device": self.recognizer.device,
+                "models": self.recognizer.model_ids,
+                "load_time": round(self.recognizer.load_time, 3),
+                "started_at": self.started_at,
+                "current_task": self.worker.get_current_job_id(),
+            }
+        )
+
+    def publish(self) -> None:
+        self.conn.set(worker_key(self.worker.name), self.payload(), ex=READINESS_TTL_S)
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                self.publish()
+            except REDIS_ERRORS as exc:
+                logger.warning(f"{self.worker.name} readiness not published: {exc}")
+            self.stopped.wait(READINESS_INTERVAL_S)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        try:
+            self.conn.delete(worker_key(self.worker.name))
+        except REDIS_ERRORS:
+            logger.warning(f"{self.worker.name} could not withdraw readiness")
+
+
+def clear_stale_registration(conn: redis.Redis, name: str) -> None:
+    """Forget an earlier worker of this name whose process is gone (killed, crashed).
+
+    RQ refuses to register a name that is still registered, and a killed worker's key lives for
+    minutes; the supervisor restarts worker-N under the same name, so clean it up here.
+    """
+    key = ASRWorker.redis_worker_namespace_prefix + name
+    if not conn.exists(key):
+        return
+    info = {k.decode(): v.decode() for k, v in conn.hgetall(key).items()}
+    if info.get("hostname") != socket.gethostname() or "death" in info:
+        if "death" in info:
+            conn.delete(key)
+        return
+    pid = int(info.get("pid", "0") or 0)
+    try:
+        os.kill(pid, 0)
+        alive = pid > 0
+    except ProcessLookupError:
+        alive = False
+    except PermissionError:
+        alive = True
+    if alive:
+        raise SystemExit(f"a worker named {name} is already running (pid {pid})")
+    stale = ASRWorker.find_by_key(key, connection=conn)
+    if stale is not None:
+        unregister(stale)
+    conn.delete(key)
+    logger.warning(f"{name}: removed the registration left by dead pid {pid}")
+
+
+def wait_for_redis(conn: redis.Redis, name: str) -> None:
+    """Block until Redis answers, so a worker started during an outage keeps its loaded model."""
+    delay = 0.5
+    while True:
+        try:
+            conn.ping()
+            return
+        except REDIS_ERRORS as exc:
+            logger.warning(f"{name} waiting for Redis: {type(exc).__name__}; retry in {delay:.0f}s")
+            time.sleep(delay)
+            delay = min(delay * 2, 10)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="ASR worker: loads the model once, serves RQ.")
+    parser.add_argument("--name", default=os.environ.get("ASR_WORKER_NAME") or _name)
+    parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
+    global _recognizer, _name
+    args = parse_args(argv)
+    settings = settings or get_settings()
+    _name = args.name
+    setup_logging(settings, "worker")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "<all>")
+    logger.info(f"{_name} starting: device={settings.device} CUDA_VISIBLE_DEVICES={visible}")
+    started = time.perf_counter()
+    _recognizer = SpeechRecognizer.from_settings(settings)
+    logger.info(
+        f"{_name} model loaded on {_recognizer.device} in {time.perf_counter() - started:.1f}s"
+    )
+
+    conn = worker_connection(settings)
+    # Create the worker before the first command: RQ raises the pool's socket timeout above its
+    # BLPOP timeout, and connections opened earlier would keep redis-py's 5 s default and make
+    # the idle worker quit with "Redis connection timeout".
+    worker = ASRWorker([get_queue(conn, settings)], connection=conn, name=_name)
+    wait_for_redis(conn, _name)
+    clear_stale_registration(conn, _name)
+    readiness = Readiness(api_connection(settings), worker, _recognizer)
+    readiness.publish()
+    readiness.start()
+    try:
+        worker.work(with_scheduler=False, logging_level=settings.log_level, burst=args.burst)
+    finally:
+        readiness.stop()
+        logger.info(f"{_name} stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    # Run main() of the importable module, not of `__main__`: job code imports src.asr.worker and
+    # must find the recognizer loaded here, not a second, empty copy of this module's globals.
+    from src.asr.worker import main as _main
+
+    raise SystemExit(_main())

@@ -1,0 +1,154 @@
+"""Recordings on disk: streaming saves, names, lookup, and the keep-newest-N retention policy.
+
+Files are `storage/recordings/{task_id}.{ext}` where task_id is `YYYY-MM-DD_NNN_<random>`, so the
+name carries the day and the day's sequence number. `asr:audio:index` (a sorted set scored by
+upload time) says which files exist and in what order; retention trims it from the oldest end but
+never removes the recording of a task that is still queued or running.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+import redis
+
+from src.asr.config import Settings
+from src.utils import task_store
+from src.utils.redis_client import AUDIO_INDEX_KEY
+from src.utils.task_store import TaskStatus
+
+CHUNK_SIZE = 1024 * 1024
+
+CONTENT_TYPES = {
+    "wav": "audio/wav",
+    "mp3": "audio/mpeg",
+    "m4a": "audio/mp4",
+    "aac": "audio/aac",
+    "flac": "audio/flac",
+    "ogg": "audio/ogg",
+    "opus": "audio/ogg",
+    "webm": "audio/webm",
+    "mp4": "video/mp4",
+}
+
+
+class UploadTooLargeError(ValueError):
+    """The upload passed MAX_UPLOAD_BYTES while it was being written."""
+
+
+class StorageFullError(OSError):
+    """The disk filled up while an upload was written."""
+
+
+def ensure_dirs(settings: Settings) -> None:
+    settings.recordings_dir.mkdir(parents=True, exist_ok=True)
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+
+
+def partial_path(settings: Settings, task_id: str) -> Path:
+    return settings.recordings_dir / f".{task_id}.part"
+
+
+def save_stream(source: BinaryIO, dest: Path, max_bytes: int) -> int:
+    """Copy in chunks (never the whole upload in memory); remove the partial file on any error."""
+    size = 0
+    try:
+        with open(dest, "wb") as out:
+            while chunk := source.read(CHUNK_SIZE):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise UploadTooLargeError(f"upload exceeds {max_bytes} bytes")
+                out.write(chunk)
+    except OSError as exc:
+        dest.unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFullError(exc.errno, "no space left for the upload") from exc
+        raise
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+    return size
+
+
+def finalize(settings: Settings, partial: Path, task_id: str, ext: str) -> str:
+    """Give a checked upload its final name; returns the file name."""
+    name = f"{task_id}.{ext}"
+    os.replace(partial, settings.recordings_dir / name)
+    return name
+
+
+def recording_path(settings: Settings, name: str) -> Path | None:
+    """Path of a stored recording, only if `name` is a plain file name inside the directory."""
+    if not name or "/" in name or "\\" in name or name.startswith(".") or "\x00" in name:
+        return None
+    path = settings.recordings_dir / name
+    return path if path.is_file() else None
+
+
+def content_type(name: str) -> str:
+    return CONTENT_TYPES.get(name.rsplit(".", 1)[-1].lower(), "application/octet-stream")
+
+
+def index_recording(conn: redis.Redis, name: str, uploaded_at: float | None = None) -> None:
+    conn.zadd(AUDIO_INDEX_KEY, {name: uploaded_at if uploaded_at is not None else time.time()})
+
+
+def task_id_of(name: str) -> str:
+    return name.rsplit(".", 1)[0]
+
+
+def find_in_index(conn: redis.Redis, task_id: str) -> str | None:
+    """The recording of a task whose record has expired: look it up in the (small) index."""
+    for raw in conn.zrange(AUDIO_INDEX_KEY, 0, -1):
+        name = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if task_id_of(name) == task_id:
+            return name
+    return None
+
+
+def enforce_retention(conn: redis.Redis, settings: Settings) -> list[str]:
+    """Delete recordings beyond the newest MAX_RECORDINGS, oldest first; returns what went.
+
+    ZREM decides who deletes a file, so concurrent callers never race on one file. A recording
+    whose task is queued or processing is skipped: deleting it would fail an accepted job.
+    """
+    removed: list[str] = []
+    newest_first = conn.zrevrange(AUDIO_INDEX_KEY, 0, -1)
+    for raw in newest_first[settings.max_recordings :]:
+        name = raw.decode() if isinstance(raw, bytes) else str(raw)
+        record = task_store.load(conn, task_id_of(name))
+        if record is not None and record.status in (TaskStatus.QUEUED, TaskStatus.PROCESSING):
+            continue
+        if conn.zrem(AUDIO_INDEX_KEY, name):
+            path = recording_path(settings, name)
+            if path is not None:
+                path.unlink(missing_ok=True)
+            removed.append(name)
+    return removed
+
+
+def delete_recording(conn: redis.Redis, settings: Settings, name: str) -> bool:
+    conn.zrem(AUDIO_INDEX_KEY, name)
+    path = recording_path(settings, name)
+    if path is None:
+        return False
+    path.unlink(missing_ok=True)
+    return True
+
+
+def directory_size(path: Path) -> int:
+    """Bytes used by regular files under `path` (recordings + logs for /stats)."""
+    total = 0
+    if not path.exists():
+        return 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except FileNotFoundError:
+                continue
+    return total

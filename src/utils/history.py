@@ -1,0 +1,77 @@
+"""History of finished jobs: a Redis list of the newest N (fast) and a JSON Lines file (durable).
+
+The JSONL file is the operator's record: one object per line, for `jq`. Lines from concurrent
+workers never interleave: each is one `write` on an O_APPEND descriptor under an exclusive flock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from src.utils.redis_client import HISTORY_KEY
+from src.utils.task_store import TaskRecord, TaskStatus
+
+
+def entry_for(record: TaskRecord) -> dict[str, Any]:
+    """The history line for a finished task ("success" or "failed", as the design names them)."""
+    return {
+        "task_id": record.task_id,
+        "file": record.file,
+        "filename": record.filename,
+        "text": record.text or "",
+        "created_at": record.created_at.isoformat().replace("+00:00", "Z"),
+        "finished_at": record.finished_at.isoformat().replace("+00:00", "Z")
+        if record.finished_at
+        else None,
+        "duration": record.duration if record.duration is not None else record.audio_duration,
+        "status": "success" if record.status == TaskStatus.DONE else "failed",
+        "worker_id": record.worker_id,
+        "error": record.error,
+        "rtf": record.rtf,
+        "language": record.language,
+        "attempts": record.attempts,
+    }
+
+
+def append_jsonl(path: Path, entry: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            os.write(fd, line)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def record(conn: redis.Redis, path: Path, task: TaskRecord, keep: int) -> dict[str, Any]:
+    """Add one finished task to both stores; the JSONL line is written first (it is the backup)."""
+    entry = entry_for(task)
+    append_jsonl(path, entry)
+    with conn.pipeline() as pipe:
+        pipe.lpush(HISTORY_KEY, json.dumps(entry, ensure_ascii=False))
+        pipe.ltrim(HISTORY_KEY, 0, keep - 1)
+        pipe.execute()
+    return entry
+
+
+def latest(conn: redis.Redis, limit: int) -> list[dict[str, Any]]:
+    return [json.loads(raw) for raw in conn.lrange(HISTORY_KEY, 0, limit - 1)]
+
+
+def remove(conn: redis.Redis, task_id: str) -> int:
+    """Drop a deleted task from the Redis list (the JSONL file stays an append-only record)."""
+    removed = 0
+    for raw in conn.lrange(HISTORY_KEY, 0, -1):
+        if json.loads(raw).get("task_id") == task_id:
+            removed += conn.lrem(HISTORY_KEY, 0, raw)
+    return removed

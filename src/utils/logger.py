@@ -1,0 +1,62 @@
+"""Loguru setup: the design's three files plus stderr, and stdlib logging (RQ, FunASR) routed in.
+
+asr_api.log holds the API's access lines, asr_worker.log the workers' lines (DEBUG and up),
+asr_error.log every ERROR and CRITICAL with its traceback. `enqueue=True` makes the file sinks safe
+for several processes writing the same files.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Literal
+
+from loguru import logger
+
+from src.asr.config import Settings
+
+LOG_FORMAT = "[{time:YYYY-MM-DD HH:mm:ss}] {level} {message}"
+Role = Literal["api", "worker", "script"]
+
+
+class _InterceptHandler(logging.Handler):
+    """Send records of stdlib loggers (RQ, uvicorn, FunASR) through loguru."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.opt(depth=6, exception=record.exc_info).log(level, record.getMessage())
+
+
+def setup_logging(settings: Settings, role: Role) -> None:
+    """Configure sinks for one process; safe to call again (replaces the sinks)."""
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    logger.remove()
+    common = {
+        "format": LOG_FORMAT,
+        "rotation": settings.log_rotation,
+        "retention": settings.log_retention,
+        "encoding": "utf-8",
+        "enqueue": True,
+    }
+    logger.add(sys.stderr, level=settings.log_level, format=LOG_FORMAT, backtrace=False)
+    if role == "api":
+        logger.add(settings.logs_dir / "asr_api.log", level="INFO", **common)
+    elif role == "worker":
+        logger.add(settings.logs_dir / "asr_worker.log", level="DEBUG", **common)
+    logger.add(
+        settings.logs_dir / "asr_error.log",
+        level="ERROR",
+        backtrace=True,
+        diagnose=False,  # no local variables in the log: they may hold audio or secrets
+        **common,
+    )
+    logging.basicConfig(handlers=[_InterceptHandler()], level=logging.INFO, force=True)
+    for name in ("rq.worker", "rq", "uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers = [_InterceptHandler()]
+        logging.getLogger(name).propagate = False
+    # uvicorn's own access log is replaced by the API's access middleware.
+    logging.getLogger("uvicorn.access").handlers = []
+    logging.getLogger("uvicorn.access").propagate = False

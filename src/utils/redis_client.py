@@ -1,0 +1,59 @@
+"""Redis connections and the service's key names.
+
+The API's connection has short timeouts so an outage turns into a 503 within a second instead of
+a hung request; workers use a connection without a read timeout because RQ blocks on BLPOP.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from src.asr.config import Settings
+
+KEY_PREFIX = "asr"
+HISTORY_KEY = f"{KEY_PREFIX}:history:latest"
+AUDIO_INDEX_KEY = f"{KEY_PREFIX}:audio:index"
+STATS_KEY = f"{KEY_PREFIX}:stats"
+WORKER_KEY_PREFIX = f"{KEY_PREFIX}:worker:"
+
+# Errors that mean "Redis is unreachable or unhealthy": the API maps them to 503.
+REDIS_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,  # noeviction and full: refuse new work, keep the old
+)
+
+
+def task_key(task_id: str) -> str:
+    return f"{KEY_PREFIX}:task:{task_id}"
+
+
+def seq_key(day: str) -> str:
+    return f"{KEY_PREFIX}:seq:{day}"
+
+
+def worker_key(name: str) -> str:
+    return f"{WORKER_KEY_PREFIX}{name}"
+
+
+def api_connection(settings: Settings) -> redis.Redis:
+    """Connection for the API (and a worker's readiness beacon): fail fast, never hang."""
+    return redis.Redis.from_url(
+        settings.redis_dsn,
+        socket_connect_timeout=0.5,
+        socket_timeout=1.0,
+        health_check_interval=10,
+        retry_on_timeout=False,
+    )
+
+
+def worker_connection(settings: Settings) -> redis.Redis:
+    """Connection for RQ workers; RQ itself sets the read timeout above its BLPOP timeout."""
+    return redis.Redis.from_url(
+        settings.redis_dsn,
+        socket_connect_timeout=2.0,
+        socket_keepalive=True,
+        health_check_interval=30,
+    )

@@ -1,0 +1,124 @@
+"""One task's state in Redis (`asr:task:{task_id}`, a JSON string), the source of truth for /result.
+
+The API creates the record, the worker moves it through processing to done or failed; the record
+lives `TASK_TTL_SECONDS` after it finishes and has no expiry while it waits or runs.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+import redis
+from pydantic import BaseModel, Field
+
+from src.utils.redis_client import seq_key, task_key
+
+# YYYY-MM-DD_NNN_ + 96 random bits: readable, sortable by day, unguessable.
+TASK_ID_RE = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{3,6}_[0-9a-f]{24}$")
+TASK_ID_PATTERN = TASK_ID_RE.pattern
+
+
+class TaskStatus(str, Enum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class SentenceRecord(BaseModel):
+    text: str
+    start: int = Field(description="start, ms from the beginning of the audio")
+    end: int = Field(description="end, ms from the beginning of the audio")
+
+
+class TaskRecord(BaseModel):
+    """Everything known about one submission."""
+
+    task_id: str
+    status: TaskStatus = TaskStatus.QUEUED
+    progress: int = 0
+    stage: str | None = None
+    filename: str = Field(description="the name the client uploaded")
+    file: str = Field(description="the stored recording's file name")
+    size: int = 0
+    format: str = ""
+    language: str = "zh"
+    batch_size: int = 500
+    hotwords: list[str] = []
+    audio_duration: float | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    text: str | None = None
+    duration: float | None = None
+    sentences: list[SentenceRecord] = []
+    applied_hotwords: list[str] = []
+    rtf: float | None = None
+    processing_time: float | None = None
+    error: str | None = None
+    worker_id: str | None = None
+    attempts: int = 0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def is_valid_task_id(task_id: str) -> bool:
+    return bool(TASK_ID_RE.match(task_id))
+
+
+def new_task_id(conn: redis.Redis, now: datetime | None = None) -> str:
+    """Allocate `YYYY-MM-DD_NNN_<random>`; NNN counts the day's uploads (a Redis counter)."""
+    day = (now or utcnow()).strftime("%Y-%m-%d")
+    key = seq_key(day)
+    with conn.pipeline() as pipe:
+        pipe.incr(key)
+        pipe.expire(key, 3 * 86400)
+        seq, _ = pipe.execute()
+    return f"{day}_{int(seq):03d}_{secrets.token_hex(12)}"
+
+
+def save(
+    conn: redis.Redis | redis.client.Pipeline, record: TaskRecord, ttl: int | None = None
+) -> None:
+    conn.set(task_key(record.task_id), record.model_dump_json(), ex=ttl)
+
+
+def load(conn: redis.Redis, task_id: str) -> TaskRecord | None:
+    raw = conn.get(task_key(task_id))
+    return TaskRecord.model_validate_json(raw) if raw else None
+
+
+def update(
+    conn: redis.Redis, task_id: str, *, ttl: int | None = None, **fields: Any
+) -> TaskRecord | None:
+    """Change fields of an existing record; a deleted task stays deleted (SET XX)."""
+    key = task_key(task_id)
+    with conn.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(key)
+                raw = pipe.get(key)
+                if raw is None:
+                    pipe.unwatch()
+                    return None
+                record = TaskRecord.model_validate_json(raw).model_copy(update=fields)
+                record = TaskRecord.model_validate(record.model_dump())
+                pipe.multi()
+                if ttl is None:
+                    pipe.set(key, record.model_dump_json(), xx=True, keepttl=True)
+                else:
+                    pipe.set(key, record.model_dump_json(), xx=True, ex=ttl)
+                pipe.execute()
+                return record
+            except redis.WatchError:
+                continue
+
+
+def delete(conn: redis.Redis, task_id: str) -> bool:
+    return bool(conn.delete(task_key(task_id)))

@@ -1,0 +1,99 @@
+"""Shared pytest fixtures: a private Redis, settings pointing at it, the ASGI app, workers."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from src.api.main import create_app
+from src.asr.config import Settings
+from tests.support.processes import RedisServer, WorkerProcess, service_env
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session, on a free port (the machine's Redis stays untouched)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+def make_settings(port: int, storage: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "redis_host": "127.0.0.1",
+        "redis_port": port,
+        "redis_db": 0,
+        "redis_url": None,
+        "redis_password": None,
+        "storage_path": storage,
+        "log_level": "DEBUG",
+        "asr_hotwords_path": storage / "hotwords.txt",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Path:
+    path = tmp_path / "storage"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def conn(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A clean database for each API-level test."""
+    client = redis_server.client()
+    client.flushall()
+    yield client
+    client.flushall()
+
+
+@pytest.fixture
+def settings(redis_server: RedisServer, storage: Path, conn: redis.Redis) -> Settings:
+    return make_settings(redis_server.port, storage)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+class Service:
+    """A running service: private Redis, two real worker processes, settings for the ASGI app."""
+
+    def __init__(self, redis_server: RedisServer, storage: Path, workers: list[WorkerProcess]):
+        self.redis_server = redis_server
+        self.storage = storage
+        self.workers = workers
+        self.settings = make_settings(redis_server.port, storage)
+
+    def app_client(self) -> TestClient:
+        return TestClient(create_app(self.settings), raise_server_exceptions=False)
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory: pytest.TempPathFactory, model_dirs: object) -> Iterator[Service]:
+    """Two workers (worker-1, worker-2) on their own Redis, started once for the session."""
+    base = tmp_path_factory.mktemp("service")
+    server = RedisServer(base / "redis").start()
+    storage = base / "storage"
+    storage.mkdir()
+    models = {"asr": model_dirs.asr, "vad": model_dirs.vad, "punc": model_dirs.punc}  # type: ignore[attr-defined]
+    env = service_env(server.port, storage, models)
+    workers = [WorkerProcess(f"worker-{i}", env, base / "out").start() for i in (1, 2)]
+    try:
+        for worker in workers:
+            worker.wait_ready(server.client())
+        yield Service(server, storage, workers)
+    finally:
+        for worker in workers:
+            worker.stop()
+        server.stop()
+        shutil.rmtree(storage, ignore_errors=True)

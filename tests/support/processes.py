@@ -1,0 +1,176 @@
+"""Real processes for tests: a private redis-server, ASR worker processes, a uvicorn API.
+
+Every process is started in its own session (process group) so a test can kill exactly it, and
+stopped at teardown, whatever the test did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(
+    check: Callable[[], object], timeout: float, interval: float = 0.1, what: str = ""
+) -> object:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what or check}")
+
+
+class RedisServer:
+    """A redis-server of our own on a free port, data in `directory`."""
+
+    def __init__(self, directory: Path, port: int | None = None, appendonly: bool = True) -> None:
+        self.directory = directory
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                str(ROOT / "deploy" / "redis" / "redis.conf"),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes" if self.appendonly else "no",
+                "--save",
+                "",
+                "--logfile",
+                str(self.directory / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_for(self._ping, 10, what=f"redis-server on {self.port}")
+        return self
+
+    def _ping(self) -> bool:
+        try:
+            return bool(self.client().ping())
+        except redis.exceptions.ConnectionError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+def service_env(
+    redis_port: int, storage: Path, models: dict[str, Path], **extra: str
+) -> dict[str, str]:
+    """Environment for a worker/API process: the settings object reads these, nothing else."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASR_", "RQ_", "REDIS_"))}
+    env.update(
+        REDIS_HOST="127.0.0.1",
+        REDIS_PORT=str(redis_port),
+        REDIS_DB="0",
+        STORAGE_PATH=str(storage),
+        ASR_MODEL=str(models["asr"]),
+        ASR_VAD_MODEL=str(models["vad"]),
+        ASR_PUNC_MODEL=str(models["punc"]),
+        ASR_DEVICE="cpu",
+        ASR_CPU_THREADS="1",
+        ASR_HOTWORDS_PATH=str(storage / "hotwords.txt"),
+        LOG_LEVEL="DEBUG",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """`python -m src.asr.worker --name NAME` as a real process in its own process group."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.env = env
+        self.log_path = log_dir / f"{name}.out"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "src.asr.worker", "--name", self.name],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    def wait_ready(self, conn: redis.Redis, timeout: float = 180) -> dict:
+        def ready() -> dict | None:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.output()[-3000:]}")
+            raw = conn.get(f"asr:worker:{self.name}")
+            return json.loads(raw) if raw else None
+
+        return wait_for(ready, timeout, 0.2, f"{self.name} readiness")  # type: ignore[return-value]
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill_group(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill_group()
+                self.proc.wait(5)
+        self.proc = None
