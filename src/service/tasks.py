@@ -127,7 +127,7 @@ def submit(
         "position": pos,
         "estimated_wait": job_queue.estimated_wait(conn, pos or 1, workers),
         "result_url": result_url(task_id),
-        "_log": f"task={task_id} file={record.filename} size={size / 1e6:.1f}MB status=queued",
+        "_log": f"task={task_id} file={record.filename} size={size / 1e6:.2f}MB status=queued",
     }
 
 
