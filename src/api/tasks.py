@@ -6,6 +6,8 @@ import this module, the recognizer, torch or FunASR.
 
 from __future__ import annotations
 
+import gc
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -17,13 +19,20 @@ from rq.timeouts import JobTimeoutException
 
 from src.asr.audio import AudioError
 from src.asr.config import get_settings
-from src.asr.recognizer import RecognitionError, Stage
+from src.asr.recognizer import (
+    ProgressFn,
+    RecognitionError,
+    SpeechRecognizer,
+    Stage,
+    Transcript,
+)
 from src.asr.worker import get_recognizer, worker_name
 from src.utils import file_handler, history, stats, task_store
-from src.utils.task_store import SentenceRecord, TaskStatus, utcnow
+from src.utils.task_store import SentenceRecord, TaskRecord, TaskStatus, utcnow
 
 # Write progress to Redis only when it moved this many points (or the stage changed).
 PROGRESS_STEP = 5
+OOM_BATCH_DIVISOR = 4
 
 
 class RecordingMissingError(FileNotFoundError):
@@ -34,7 +43,8 @@ def _progress_writer(conn: redis.Redis, task_id: str) -> Any:
     last = {"stage": None, "pct": -PROGRESS_STEP}
 
     def report(stage: Stage, fraction: float) -> None:
-        pct = max(1, min(99, int(fraction * 100)))
+        # Never backwards, even when an out-of-memory retry starts the stages again.
+        pct = max(1, min(99, int(fraction * 100)), int(last["pct"]))
         if stage.value == last["stage"] and pct - last["pct"] < PROGRESS_STEP:
             return
         last.update(stage=stage.value, pct=pct)
@@ -42,6 +52,36 @@ def _progress_writer(conn: redis.Redis, task_id: str) -> Any:
         logger.debug(f"{worker_name()} task={task_id} stage={stage.value} progress={pct}")
 
     return report
+
+
+def recognize_with_oom_retry(
+    recognizer: SpeechRecognizer, path: Path, record: TaskRecord, progress: ProgressFn
+) -> Transcript:
+    """Out of memory usually means the batch was too big: try once more with a quarter of it."""
+    try:
+        return recognizer.recognize(
+            path,
+            language=record.language,
+            batch_size_s=record.batch_size,
+            hotwords=record.hotwords,
+            progress=progress,
+        )
+    except RecognitionError as exc:
+        if not exc.out_of_memory:
+            raise
+        smaller = max(1, record.batch_size // OOM_BATCH_DIVISOR)
+        logger.warning(
+            f"{worker_name()} task={record.task_id} out of memory at batch_size={record.batch_size}"
+            f"s; retrying once at {smaller}s"
+        )
+        gc.collect()
+        return recognizer.recognize(
+            path,
+            language=record.language,
+            batch_size_s=smaller,
+            hotwords=record.hotwords,
+            progress=progress,
+        )
 
 
 def transcribe(task_id: str) -> dict[str, Any]:
@@ -73,12 +113,8 @@ def transcribe(task_id: str) -> dict[str, Any]:
         f"{worker_name()} task={task_id} status=started file={record.file} "
         f"language={record.language} batch_size={record.batch_size}"
     )
-    transcript = get_recognizer().recognize(
-        path,
-        language=record.language,
-        batch_size_s=record.batch_size,
-        hotwords=record.hotwords,
-        progress=_progress_writer(conn, task_id),
+    transcript = recognize_with_oom_retry(
+        get_recognizer(), path, record, _progress_writer(conn, task_id)
     )
     for sentence in transcript.sentences:
         logger.debug(
@@ -116,6 +152,8 @@ def transcribe(task_id: str) -> dict[str, Any]:
 
 def describe_failure(exc_type: type[BaseException], exc: BaseException, timeout: int | None) -> str:
     """A message for the client: what went wrong, without paths or tracebacks."""
+    if isinstance(exc, RecognitionError) and isinstance(exc.__cause__, JobTimeoutException):
+        exc_type = JobTimeoutException  # the timeout fired inside FunASR and was wrapped
     if issubclass(exc_type, JobTimeoutException):
         return f"Processing timeout ({timeout}s exceeded)"
     if isinstance(exc, AudioError):

@@ -95,6 +95,17 @@ def _patch_funasr() -> None:
 class RecognitionError(RuntimeError):
     """The engine failed on audio that decoded fine (model error, out of memory)."""
 
+    def __init__(self, message: str, *, out_of_memory: bool = False) -> None:
+        super().__init__(message)
+        self.out_of_memory = out_of_memory
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA OOM (torch.OutOfMemoryError), host MemoryError, or the RuntimeError text of both."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
 
 def resolve_device(requested: str) -> str:
     """Map 'cuda' to a device torch really has, else CPU, so a GPU-less box still serves."""
@@ -269,7 +280,8 @@ class SpeechRecognizer:
         try:
             results = self._model.generate(input=samples, **kwargs)
         except Exception as exc:
-            raise RecognitionError(f"{type(exc).__name__}: {exc}") from exc
+            message = f"{type(exc).__name__}: {str(exc)[:300]}"
+            raise RecognitionError(message, out_of_memory=is_out_of_memory(exc)) from exc
 
         # FunASR drops an input whose text came out empty (all silence): no result at all.
         return self._transcript(results[0] if results else {}, duration, words, language, started)

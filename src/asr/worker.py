@@ -27,10 +27,12 @@ from src.asr.config import Settings, get_settings
 from src.asr.recognizer import SpeechRecognizer
 from src.utils.job_queue import get_queue
 from src.utils.logger import setup_logging
+from src.utils.recovery import pid_alive, requeue_abandoned
 from src.utils.redis_client import REDIS_ERRORS, api_connection, worker_connection, worker_key
 
 READINESS_INTERVAL_S = 5
 READINESS_TTL_S = 15
+SWEEP_LOCK_KEY = "asr:sweep:lock"
 
 _recognizer: SpeechRecognizer | None = None
 _name: str = f"worker-{os.getpid()}"
@@ -55,13 +57,25 @@ class ASRWorker(SimpleWorker):
 
 
 class Readiness(threading.Thread):
-    """Publishes `asr:worker:{name}` (TTL 15 s) while the model is loaded; /health reads it."""
+    """Publishes `asr:worker:{name}` (TTL 15 s) while the model is loaded; /health reads it.
 
-    def __init__(self, conn: redis.Redis, worker: ASRWorker, recognizer: SpeechRecognizer) -> None:
+    The same beat sweeps for jobs whose worker died (src/utils/recovery.py), so a killed worker's
+    job is running again within seconds, not after RQ's registry expiry.
+    """
+
+    def __init__(
+        self,
+        conn: redis.Redis,
+        worker: ASRWorker,
+        recognizer: SpeechRecognizer,
+        settings: Settings,
+    ) -> None:
         super().__init__(name="readiness", daemon=True)
         self.conn = conn
         self.worker = worker
         self.recognizer = recognizer
+        self.queue = get_queue(conn, settings)
+        self.settings = settings
         self.stopped = threading.Event()
         self.started_at = datetime.now(UTC).isoformat()
 
@@ -83,12 +97,20 @@ class Readiness(threading.Thread):
     def publish(self) -> None:
         self.conn.set(worker_key(self.worker.name), self.payload(), ex=READINESS_TTL_S)
 
+    def sweep(self) -> None:
+        """Requeue abandoned jobs; one worker at a time sweeps (a short Redis lock)."""
+        if self.conn.set(SWEEP_LOCK_KEY, self.worker.name, nx=True, ex=READINESS_INTERVAL_S):
+            requeue_abandoned(self.conn, self.queue, self.settings)
+
     def run(self) -> None:
         while not self.stopped.is_set():
             try:
                 self.publish()
+                self.sweep()
             except REDIS_ERRORS as exc:
                 logger.warning(f"{self.worker.name} readiness not published: {exc}")
+            except Exception:  # the beacon must outlive any one bad sweep
+                logger.exception(f"{self.worker.name} sweep for abandoned jobs failed")
             self.stopped.wait(READINESS_INTERVAL_S)
 
     def stop(self) -> None:
@@ -114,14 +136,7 @@ def clear_stale_registration(conn: redis.Redis, name: str) -> None:
             conn.delete(key)
         return
     pid = int(info.get("pid", "0") or 0)
-    try:
-        os.kill(pid, 0)
-        alive = pid > 0
-    except ProcessLookupError:
-        alive = False
-    except PermissionError:
-        alive = True
-    if alive:
+    if pid_alive(pid):
         raise SystemExit(f"a worker named {name} is already running (pid {pid})")
     stale = ASRWorker.find_by_key(key, connection=conn)
     if stale is not None:
@@ -171,8 +186,9 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     worker = ASRWorker([get_queue(conn, settings)], connection=conn, name=_name)
     wait_for_redis(conn, _name)
     clear_stale_registration(conn, _name)
-    readiness = Readiness(api_connection(settings), worker, _recognizer)
+    readiness = Readiness(api_connection(settings), worker, _recognizer, settings)
     readiness.publish()
+    requeue_abandoned(conn, get_queue(conn, settings), settings)
     readiness.start()
     try:
         worker.work(with_scheduler=False, logging_level=settings.log_level, burst=args.burst)

@@ -1,0 +1,63 @@
+"""Unit tests of the worker-side job logic that faults cannot trigger here (no GPU to run out of
+memory): a fake recognizer stands in for the engine, everything else is the real code."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from rq.timeouts import JobTimeoutException
+
+from src.api.tasks import describe_failure, recognize_with_oom_retry
+from src.asr.recognizer import RecognitionError, Transcript
+from src.utils.task_store import TaskRecord
+
+
+class FakeRecognizer:
+    def __init__(self, failures: list[RecognitionError]) -> None:
+        self.failures = failures
+        self.batches: list[int] = []
+
+    def recognize(self, path: Path, *, batch_size_s: int, **_: object) -> Transcript:
+        self.batches.append(batch_size_s)
+        if self.failures:
+            raise self.failures.pop(0)
+        return Transcript("ok", 1.0, [], [], [], 0.1, 0.1, "zh")
+
+
+def record(batch: int = 400) -> TaskRecord:
+    return TaskRecord(
+        task_id="t", filename="a.wav", file="t.wav", batch_size=batch, created_at=datetime.now(UTC)
+    )
+
+
+def test_out_of_memory_is_retried_once_with_a_smaller_batch():
+    fake = FakeRecognizer([RecognitionError("CUDA out of memory", out_of_memory=True)])
+    result = recognize_with_oom_retry(fake, Path("x"), record(400), lambda s, f: None)  # type: ignore[arg-type]
+    assert result.text == "ok"
+    assert fake.batches == [400, 100]
+
+
+def test_a_second_out_of_memory_fails_the_job():
+    oom = [RecognitionError("oom", out_of_memory=True), RecognitionError("oom", out_of_memory=True)]
+    fake = FakeRecognizer(oom)
+    with pytest.raises(RecognitionError):
+        recognize_with_oom_retry(fake, Path("x"), record(400), lambda s, f: None)  # type: ignore[arg-type]
+    assert fake.batches == [400, 100]
+
+
+def test_other_errors_are_not_retried():
+    fake = FakeRecognizer([RecognitionError("shape mismatch")])
+    with pytest.raises(RecognitionError):
+        recognize_with_oom_retry(fake, Path("x"), record(), lambda s, f: None)  # type: ignore[arg-type]
+    assert len(fake.batches) == 1
+
+
+def test_failure_messages():
+    wrapped = RecognitionError("JobTimeoutException: ...")
+    wrapped.__cause__ = JobTimeoutException("Task exceeded maximum timeout value (600 seconds)")
+    assert describe_failure(RecognitionError, wrapped, 600) == "Processing timeout (600s exceeded)"
+    timeout = JobTimeoutException("x")
+    assert describe_failure(JobTimeoutException, timeout, 9) == "Processing timeout (9s exceeded)"
+    assert describe_failure(KeyError, KeyError("/secret/path"), 1) == "Recognition failed: KeyError"
