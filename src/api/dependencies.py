@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
 import redis
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from rq import Queue
 
 from src.api.errors import APIError
@@ -14,6 +16,23 @@ from src.utils.job_queue import get_queue
 from src.utils.task_store import is_valid_task_id
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+_bearer = HTTPBearer(auto_error=False, description="API_KEY as a bearer token")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API_KEY")
+
+
+def require_api_key(
+    settings: SettingsDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    header: Annotated[str | None, Security(_header)],
+) -> None:
+    """When API_KEY is set, every protected route needs it; compared in constant time."""
+    if settings.api_key is None:
+        return
+    given = header or (bearer.credentials if bearer else "")
+    expected = settings.api_key.get_secret_value()
+    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise APIError(401, "Missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
 
 
 def get_redis(request: Request) -> redis.Redis:

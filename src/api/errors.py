@@ -19,10 +19,13 @@ from src.utils.redis_client import REDIS_ERRORS
 class APIError(Exception):
     """An error the client caused or must know about, with its status and context keys."""
 
-    def __init__(self, status_code: int, error: str, **context: Any) -> None:
+    def __init__(
+        self, status_code: int, error: str, headers: dict[str, str] | None = None, **context: Any
+    ) -> None:
         super().__init__(error)
         self.status_code = status_code
         self.error = error
+        self.headers = headers
         self.context = context
 
 
@@ -36,7 +39,7 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
 
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, APIError)
-    return _json(exc.status_code, {"error": exc.error, **exc.context})
+    return _json(exc.status_code, {"error": exc.error, **exc.context}, exc.headers)
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
@@ -44,10 +47,17 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return _json(exc.status_code, {"error": str(exc.detail)}, getattr(exc, "headers", None))
 
 
+def _message(err: dict[str, Any]) -> str:
+    msg = str(err.get("msg", ""))
+    if "Expected UploadFile" in msg:  # a text field (or a part without a filename) sent as the file
+        return "Expected a file: send it as a multipart/form-data part with a filename"
+    return msg
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     details = [
-        {"field": ".".join(str(p) for p in err.get("loc", ())), "message": err.get("msg", "")}
+        {"field": ".".join(str(p) for p in err.get("loc", ())), "message": _message(err)}
         for err in exc.errors()
     ]
     return _json(422, {"error": "Invalid request", "details": details})

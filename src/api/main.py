@@ -5,16 +5,20 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from loguru import logger
 
 from src.api import errors
+from src.api.dependencies import require_api_key
 from src.api.middleware import AccessLog, BodySizeLimit, body_limit_for
-from src.api.routes import asr, system
+from src.api.models import ErrorResponse
+from src.api.routes import asr, stats_router, system
 from src.asr.config import Settings, get_settings
 from src.utils.file_handler import ensure_dirs
 from src.utils.logger import setup_logging
@@ -30,6 +34,15 @@ Every error is JSON with an `error` key.
 """
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -41,6 +54,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.redis = api_connection(settings)
         app.state.started = time.time()
         logger.info(f"API starting: redis={settings.redis_display} queue={settings.rq_queue_name}")
+        if settings.api_key is None and not is_loopback(settings.api_host):
+            logger.warning(
+                f"API_HOST={settings.api_host} is reachable from other machines and API_KEY is "
+                "not set: anyone who can reach this port can submit, read and delete tasks"
+            )
         yield
         app.state.redis.close()
 
@@ -51,9 +69,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    app.include_router(asr, prefix="/api/v1")
+    protected = {
+        "dependencies": [Depends(require_api_key)],
+        "responses": {401: {"model": ErrorResponse, "description": "API_KEY missing or wrong"}},
+    }
+    app.include_router(asr, prefix="/api/v1", **protected)  # type: ignore[arg-type]
     app.include_router(system, prefix="/api/v1")
-    app.add_middleware(BodySizeLimit, max_bytes=body_limit_for(settings.max_upload_bytes))
+    app.include_router(stats_router, prefix="/api/v1", **protected)  # type: ignore[arg-type]
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+        )
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=body_limit_for(settings.max_upload_bytes),
+        reported_max=settings.max_upload_bytes,
+    )
     app.add_middleware(AccessLog)
     app.dependency_overrides[get_settings] = lambda: settings
     return app

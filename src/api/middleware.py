@@ -38,20 +38,29 @@ class AccessLog:
             detail = scope.get("state", {}).get("log")
             ms = (time.perf_counter() - started) * 1000
             extra = f" {detail}" if detail else ""
-            logger.info(
-                f"{scope['method']} {scope['path']} -{extra} http={status['code']} ms={ms:.1f}"
-            )
+            path = log_safe(scope["path"])
+            logger.info(f"{scope['method']} {path} -{extra} http={status['code']} ms={ms:.1f}")
+
+
+def log_safe(text: str, limit: int = 200) -> str:
+    """A client-chosen string as one bounded log token: `%0A` in a URL path arrives decoded, and
+    must not start a forged line of its own."""
+    cut = text[:limit]
+    safe = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in cut)
+    return safe + ("..." if len(text) > limit else "")
 
 
 class BodySizeLimit:
     """Answer 413 once a request body passes `max_bytes`, declared or streamed."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, reported_max: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # The cap the client knows (MAX_UPLOAD_BYTES); max_bytes adds the multipart envelope.
+        self.reported_max = reported_max or max_bytes
 
     async def _reject(self, send: Send) -> None:
-        body = json.dumps({"error": "File too large", "max_bytes": self.max_bytes}).encode()
+        body = json.dumps({"error": "File too large", "max_bytes": self.reported_max}).encode()
         await send(
             {
                 "type": "http.response.start",
@@ -74,17 +83,25 @@ class BodySizeLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._reject(send)
             return
-        seen = {"bytes": 0, "started": False}
+        seen = {"bytes": 0, "started": False, "over": False}
 
         async def limited_receive() -> Message:
             message = await receive()
             if message["type"] == "http.request":
                 seen["bytes"] += len(message.get("body", b""))
                 if seen["bytes"] > self.max_bytes:
+                    seen["over"] = True
                     raise _TooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
+            if seen["over"]:
+                # FastAPI turns any error raised while it reads a form into its own 400 "error
+                # parsing the body"; once the cap is passed, answer 413 in place of what it sends.
+                if message["type"] == "http.response.start" and not seen["started"]:
+                    seen["started"] = True
+                    await self._reject(send)
+                return
             if message["type"] == "http.response.start":
                 seen["started"] = True
             await send(message)
@@ -105,4 +122,4 @@ def body_limit_for(max_upload_bytes: int) -> int:
     return max_upload_bytes + 64 * 1024
 
 
-__all__: list[Any] = ["AccessLog", "BodySizeLimit", "body_limit_for"]
+__all__: list[Any] = ["AccessLog", "BodySizeLimit", "body_limit_for", "log_safe"]

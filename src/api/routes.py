@@ -37,7 +37,8 @@ TASK_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 asr = APIRouter(prefix="/asr", tags=["asr"])
-system = APIRouter(tags=["system"])
+system = APIRouter(tags=["system"])  # health: open, for load balancers and probes
+stats_router = APIRouter(tags=["system"])
 
 
 @asr.post(
@@ -109,7 +110,7 @@ def result(task_id: TaskId, conn: RedisDep, queue: QueueDep) -> dict[str, Any]:
     "/history",
     response_model=HistoryResponse,
     summary="Recently finished tasks",
-    responses=UNAVAILABLE,
+    responses={422: {"model": E, "description": "`limit` out of range"}, **UNAVAILABLE},
 )
 def history(
     conn: RedisDep,
@@ -123,7 +124,11 @@ def history(
     response_class=FileResponse,
     summary="Download the original recording",
     responses={
-        200: {"content": {"audio/*": {}}, "description": "the uploaded bytes"},
+        200: {
+            # mp4 uploads come back as video/mp4 (audio with a video track)
+            "content": {"audio/*": {}, "video/mp4": {}},
+            "description": "the uploaded bytes",
+        },
         **TASK_ERRORS,
     },
 )
@@ -181,7 +186,7 @@ def health(request: Request, response: Response) -> dict[str, Any]:
     return body
 
 
-@system.get(
+@stats_router.get(
     "/stats", response_model=StatsResponse, summary="Service statistics", responses=UNAVAILABLE
 )
 def service_stats(request: Request, conn: RedisDep, settings: SettingsDep) -> dict[str, Any]:

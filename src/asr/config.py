@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # FunASR's names for the default models (ModelScope ids); each may also be a local directory.
@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     api_host: str = "0.0.0.0"
     api_port: int = Field(8000, ge=1, le=65535)
     api_reload: bool = False
+    # Required on every route but health and docs when set (Authorization: Bearer or X-API-Key).
+    api_key: SecretStr | None = None
+    # Browser origins allowed by CORS; empty = CORS closed.
+    cors_origins: list[str] = []
 
     # Logs.
     log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -110,6 +114,11 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _check_languages(self) -> Settings:

@@ -51,7 +51,8 @@ def display_name(filename: str | None) -> str:
     """The client's file name, safe to show and log: no directories, control chars or huge names."""
     name = PurePath((filename or "").replace("\\", "/")).name
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
-    return name[:255] or "upload"
+    name = name[:255]
+    return "upload" if name.strip(". ") == "" else name  # no "..", "." or blank as a name
 
 
 def bad_audio(exc: AudioError) -> APIError:

@@ -1,0 +1,816 @@
+"""The bad-input corpus: every way a client can get a request wrong, one row per case.
+
+Each row goes through the real ASGI app and a real Redis and must get the right 4xx, a JSON body
+with an `error` that says what is wrong (no traceback, no server path, no Redis detail), and leave
+nothing behind: no recording (nor a `.part` file), no task, no RQ job, no index entry. The size cap
+is also checked against a real uvicorn server fed a chunked body that never ends. Client file names
+are accepted but never reach the disk; what the API echoes is sanitised.
+
+`report/RELIABILITY.md` cites these rows. The retry of a task a real worker finished is
+`tests/test_service_e2e.py::test_retry_of_a_done_task_is_409`; here the record is set to done by
+hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from rq import Queue
+from rq.job import Job
+
+from src.api.main import create_app
+from src.asr.config import Settings
+from src.utils import task_store
+from src.utils.redis_client import AUDIO_INDEX_KEY
+from src.utils.task_store import TaskStatus, utcnow
+from tests.support.audio_samples import BAD_INPUTS, SPEECH_WAV, make_bad_input, make_long
+from tests.support.fixtures import make_settings
+from tests.support.processes import ROOT, RedisServer, free_port, wait_for
+
+SUBMIT = "/api/v1/asr/submit"
+TASK_ROUTES = [
+    ("GET", "/api/v1/asr/result/{}"),
+    ("GET", "/api/v1/asr/audio/{}"),
+    ("POST", "/api/v1/asr/retry/{}"),
+    ("DELETE", "/api/v1/asr/task/{}"),
+]
+UNKNOWN_ID = "2025-12-01_001_" + "0" * 24
+SUPPORTED = {"wav", "mp3", "m4a", "flac", "ogg"}
+
+
+# --- what every row asserts ----------------------------------------------------------------
+
+
+def assert_nothing_stored(
+    conn: redis.Redis, settings: Settings, allowed: tuple[str, ...] = ("asr:seq:",)
+) -> None:
+    """No recording or partial upload on disk; no task, job, index entry or counter in Redis.
+
+    The day's sequence counter (`asr:seq:<day>`, 3-day TTL) is the only key a rejected upload
+    may leave: the id is allocated before the upload is read.
+    """
+    recordings = settings.recordings_dir
+    assert not recordings.exists() or sorted(p.name for p in recordings.iterdir()) == []
+    assert list(conn.scan_iter("asr:task:*")) == []
+    assert Queue(settings.rq_queue_name, connection=conn).count == 0
+    assert list(conn.scan_iter("rq:job:*")) == []
+    assert conn.zcard(AUDIO_INDEX_KEY) == 0
+    left = {k.decode() for k in conn.scan_iter("*")}
+    assert {k for k in left if not k.startswith(allowed)} == set(), left
+
+
+def deleted_without_trace(conn: redis.Redis, settings: Settings) -> None:
+    """After a delete only counters remain: `submitted` still counts the upload, RQ still knows
+    the queue's name."""
+    assert_nothing_stored(conn, settings, allowed=("asr:seq:", "asr:stats", "rq:queues"))
+
+
+def assert_clean_error(resp: httpx.Response, settings: Settings, redis_port: int) -> dict:
+    """JSON with a non-empty `error`; nothing about the server's insides in it."""
+    assert resp.headers["content-type"].startswith("application/json"), resp.headers
+    body = resp.json()
+    assert isinstance(body.get("error"), str) and body["error"].strip(), body
+    # The client's own task id may be echoed back (capped); judge the rest.
+    echoed = body.get("task_id")
+    if isinstance(echoed, str):
+        assert len(echoed) <= 100
+    text = json.dumps({k: v for k, v in body.items() if k != "task_id"})
+    for leak in (
+        "Traceback",
+        'File "',
+        "site-packages",
+        str(ROOT),
+        str(settings.storage_path),
+        "redis://",
+        f":{redis_port}",
+        "Redis",
+        "rq:",
+        "asr:",
+        "<class",
+        "Exception",
+    ):
+        assert leak not in text, (leak, body)
+    assert len(resp.content) < 2000, resp.text
+    return body
+
+
+# --- the rows ------------------------------------------------------------------------------
+
+
+@dataclass
+class Ctx:
+    client: TestClient
+    conn: redis.Redis
+    tmp: Path
+    monkeypatch: pytest.MonkeyPatch
+
+
+Check = Callable[[dict, httpx.Response], None]
+StateCheck = Callable[[redis.Redis, Settings], None]
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    send: Callable[[Ctx], httpx.Response]
+    status: int
+    error: str  # the exact `error`
+    check: Check | None = None  # more about the body or headers
+    settings: dict[str, Any] = field(default_factory=dict)
+    state: StateCheck = assert_nothing_stored
+
+
+def upload(ctx: Ctx, data: bytes, name: str = "voice.wav", **form: str) -> httpx.Response:
+    return ctx.client.post(SUBMIT, files={"audio": (name, data)}, data=form)
+
+
+BAD_KINDS_USED: set[str] = set()
+
+
+def upload_bad(kind: str) -> Callable[[Ctx], httpx.Response]:
+    BAD_KINDS_USED.add(kind)
+
+    def send(ctx: Ctx) -> httpx.Response:
+        path = make_bad_input(kind, SPEECH_WAV, ctx.tmp)
+        return upload(ctx, path.read_bytes(), path.name)
+
+    return send
+
+
+def with_form(**form: str) -> Callable[[Ctx], httpx.Response]:
+    return lambda ctx: upload(ctx, SPEECH_WAV.read_bytes(), **form)
+
+
+BOUNDARY = "b0undary7MA4YWxk"
+
+
+def multipart(filename: bytes, data: bytes, field_name: bytes = b"audio") -> bytes:
+    """One file part, byte for byte as given: the file name goes out unescaped."""
+    return (
+        f"--{BOUNDARY}\r\n".encode()
+        + b'Content-Disposition: form-data; name="'
+        + field_name
+        + b'"; filename="'
+        + filename
+        + b'"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        + data
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+
+
+def post_raw(ctx: Ctx, body: bytes, content_type: str) -> httpx.Response:
+    return ctx.client.post(SUBMIT, content=body, headers={"content-type": content_type})
+
+
+def bad_audio(reason: str) -> Check:
+    def check(body: dict, _: httpx.Response) -> None:
+        assert body["reason"] == reason
+        assert isinstance(body["detail"], str) and body["detail"]
+        assert set(body["supported_formats"]) >= SUPPORTED
+
+    return check
+
+
+def invalid_field(name: str, says: str) -> Check:
+    def check(body: dict, _: httpx.Response) -> None:
+        assert [d for d in body["details"] if d["field"] == name and says in d["message"]], body
+
+    return check
+
+
+def body_has(**expected: object) -> Check:
+    def check(body: dict, _: httpx.Response) -> None:
+        assert {k: body.get(k) for k in expected} == expected, body
+
+    return check
+
+
+def allows(methods: str) -> Check:
+    def check(_: dict, resp: httpx.Response) -> None:
+        assert resp.headers["allow"] == methods
+
+    return check
+
+
+def too_large(body: dict, _: httpx.Response) -> None:
+    assert body["max_bytes"] > 0
+
+
+def over_duration_limit(ctx: Ctx) -> httpx.Response:
+    """60 s of FLAC against a 10 s limit, with the full decoder booby-trapped: the declared
+    duration alone must reject it, before a single frame is decoded."""
+    path = make_long(SPEECH_WAV, ctx.tmp, seconds=60)
+    calls: list[str] = []
+    ctx.monkeypatch.setattr("src.service.tasks.decode", lambda *a, **k: calls.append("decode"))
+    ctx.monkeypatch.setattr("src.asr.audio._decode", lambda *a, **k: calls.append("_decode"))
+    resp = upload(ctx, path.read_bytes(), path.name)
+    assert calls == [], "the audio was decoded before the duration check"
+    return resp
+
+
+def streamed(ctx: Ctx, total: int) -> httpx.Response:
+    """A multipart body from a generator: no Content-Length, only the bytes as they come."""
+
+    def body() -> Iterator[bytes]:
+        yield multipart(b"big.wav", b"")[: -len(f"\r\n--{BOUNDARY}--\r\n")]
+        for _ in range(total // 65536):
+            yield b"\0" * 65536
+        yield f"\r\n--{BOUNDARY}--\r\n".encode()
+
+    return ctx.client.post(
+        SUBMIT,
+        content=body(),
+        headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
+    )
+
+
+def submit_ok(ctx: Ctx) -> str:
+    resp = upload(ctx, SPEECH_WAV.read_bytes())
+    assert resp.status_code == 200, resp.text
+    return resp.json()["task_id"]
+
+
+def delete_twice(ctx: Ctx) -> httpx.Response:
+    task_id = submit_ok(ctx)
+    assert ctx.client.delete(f"/api/v1/asr/task/{task_id}").status_code == 200
+    return ctx.client.delete(f"/api/v1/asr/task/{task_id}")
+
+
+def retry_done(ctx: Ctx) -> httpx.Response:
+    """A task a worker finished: its job gone from the queue, its record done."""
+    task_id = submit_ok(ctx)
+    Job.fetch(task_id, connection=ctx.conn).delete()
+    done = task_store.update(
+        ctx.conn,
+        task_id,
+        status=TaskStatus.DONE,
+        progress=100,
+        stage="done",
+        text="好",
+        finished_at=utcnow(),
+    )
+    assert done is not None
+    return ctx.client.post(f"/api/v1/asr/retry/{task_id}")
+
+
+def retry_queued(ctx: Ctx) -> httpx.Response:
+    return ctx.client.post(f"/api/v1/asr/retry/{submit_ok(ctx)}")
+
+
+def only_the_task_remains(status: TaskStatus, jobs: int) -> StateCheck:
+    """The rejected retry changed nothing: the record keeps its state, no job was added."""
+
+    def check(conn: redis.Redis, settings: Settings) -> None:
+        keys = list(conn.scan_iter("asr:task:*"))
+        assert len(keys) == 1
+        record = task_store.load(conn, keys[0].decode().removeprefix("asr:task:"))
+        assert record is not None and record.status == status and record.attempts == 0
+        assert Queue(settings.rq_queue_name, connection=conn).count == jobs
+
+    return check
+
+
+def status_is(expected: str) -> Check:
+    def check(body: dict, _: httpx.Response) -> None:
+        assert body["status"] == expected and body["task_id"]
+
+    return check
+
+
+def route_cases() -> list[Case]:
+    """Every {task_id} route with ids that are paths, globs, huge or simply unknown."""
+    ids: list[tuple[str, str, int, str | None]] = [
+        # (row, as sent in the URL, status, error; None: per route)
+        ("dotdot", "..%2Fx", 404, "Not Found"),  # decoded to ../x: no route matches
+        ("star", "*", 422, "Invalid task id"),
+        ("question_mark", "%3F", 422, "Invalid task id"),
+        ("redis_glob", "asr:task:*", 422, "Invalid task id"),
+        ("nul", "%00", 422, "Invalid task id"),
+        ("crlf", "x%0D%0AX-Injected:%201", 422, "Invalid task id"),
+        ("10KB", "A" * 10_240, 422, "Invalid task id"),
+        ("unknown", UNKNOWN_ID, 404, None),
+    ]
+    cases = []
+    for method, template in TASK_ROUTES:
+        route = template.split("/")[-2]
+        for row, task_id, status, error in ids:
+            if error is None:
+                error = "Recording not found" if route == "audio" else "Task not found"
+
+            def send(ctx: Ctx, method: str = method, url: str = template.format(task_id)):
+                return ctx.client.request(method, url)
+
+            cases.append(Case(f"{method}_{route}_{row}", send, status, error))
+    return cases
+
+
+CASES: list[Case] = [
+    # What is uploaded: judged by content, whatever the name says.
+    Case("empty_file", upload_bad("empty"), 400, "Invalid file format", bad_audio("empty")),
+    Case("one_byte", upload_bad("one_byte"), 400, "Invalid file format", bad_audio("not_audio")),
+    Case(
+        "text_named_wav",
+        upload_bad("text_as_wav"),
+        400,
+        "Invalid file format",
+        bad_audio("not_audio"),
+    ),
+    Case(
+        "png_named_mp3",
+        upload_bad("png_as_mp3"),
+        400,
+        "Invalid file format",
+        bad_audio("not_audio"),
+    ),
+    Case(
+        "truncated_mp3",
+        upload_bad("truncated_mp3"),
+        400,
+        "Invalid file format",
+        bad_audio("corrupt"),
+    ),
+    Case(
+        "truncated_ogg_header",
+        upload_bad("ogg_header_cut"),
+        400,
+        "Invalid file format",
+        bad_audio("corrupt"),
+    ),
+    Case(
+        "truncated_wav_header",
+        upload_bad("wav_header_cut"),
+        400,
+        "Invalid file format",
+        bad_audio("corrupt"),
+    ),
+    Case(
+        "m4a_without_moov",
+        upload_bad("m4a_header_cut"),
+        400,
+        "Invalid file format",
+        bad_audio("corrupt"),
+    ),
+    Case(
+        "mp3_garbage_middle",
+        upload_bad("mp3_garbage_middle"),
+        400,
+        "Invalid file format",
+        bad_audio("corrupt"),
+    ),
+    Case(
+        "video_only_mp4",
+        upload_bad("video_only_mp4"),
+        400,
+        "Invalid file format",
+        bad_audio("no_audio_stream"),
+    ),
+    Case(
+        "wav_no_samples",
+        upload_bad("wav_no_samples"),
+        400,
+        "Invalid file format",
+        bad_audio("empty"),
+    ),
+    Case(
+        "over_duration_limit",
+        over_duration_limit,
+        413,
+        "Audio is 1m00s long; the limit is 10.0s",
+        body_has(reason="too_long"),
+        settings={"asr_max_audio_seconds": 10},
+    ),
+    Case(
+        "over_size_cap_declared",
+        lambda ctx: upload(ctx, SPEECH_WAV.read_bytes()),  # 211 KB, Content-Length declared
+        413,
+        "File too large",
+        too_large,
+        settings={"max_upload_bytes": 50_000},
+    ),
+    Case(
+        "over_size_cap_streamed",
+        lambda ctx: streamed(ctx, 1024 * 1024),  # chunked, no Content-Length
+        413,
+        "File too large",
+        too_large,
+        settings={"max_upload_bytes": 50_000},
+    ),
+    # The form's fields.
+    Case(
+        "missing_audio_field",
+        lambda ctx: ctx.client.post(SUBMIT, data={"language": "zh"}),
+        422,
+        "Invalid request",
+        invalid_field("body.audio", "Field required"),
+    ),
+    Case(
+        "audio_as_text_field",
+        lambda ctx: ctx.client.post(SUBMIT, data={"audio": "not a file"}),
+        422,
+        "Invalid request",
+        invalid_field("body.audio", "Expected a file"),
+    ),
+    Case(
+        "unknown_language",
+        with_form(language="klingon"),
+        422,
+        "Unsupported language",
+        body_has(supported_languages=["zh", "en", "auto"]),
+    ),
+    Case(
+        "batch_size_zero",
+        with_form(batch_size="0"),
+        422,
+        "Invalid request",
+        invalid_field("body.batch_size", "greater than or equal to 1"),
+    ),
+    Case(
+        "batch_size_negative",
+        with_form(batch_size="-5"),
+        422,
+        "Invalid request",
+        invalid_field("body.batch_size", "greater than or equal to 1"),
+    ),
+    Case(
+        "batch_size_huge",
+        with_form(batch_size=str(10**12)),
+        422,
+        "Invalid request",
+        invalid_field("body.batch_size", "less than or equal to 3600"),
+    ),
+    Case(
+        "batch_size_not_a_number",
+        with_form(batch_size="many"),
+        422,
+        "Invalid request",
+        invalid_field("body.batch_size", "valid integer"),
+    ),
+    Case(
+        "batch_size_fraction",
+        with_form(batch_size="1.5"),
+        422,
+        "Invalid request",
+        invalid_field("body.batch_size", "valid integer"),
+    ),
+    Case(
+        "hotword_url",
+        with_form(hotwords="http://example.invalid/x.txt"),
+        422,
+        "Invalid hotwords",
+        body_has(invalid=["http://example.invalid/x.txt"]),
+    ),
+    Case(
+        "history_limit_zero",
+        lambda ctx: ctx.client.get("/api/v1/asr/history?limit=0"),
+        422,
+        "Invalid request",
+        invalid_field("query.limit", "greater than or equal to 1"),
+    ),
+    Case(
+        "history_limit_not_a_number",
+        lambda ctx: ctx.client.get("/api/v1/asr/history?limit=ten"),
+        422,
+        "Invalid request",
+        invalid_field("query.limit", "valid integer"),
+    ),
+    # How it is sent.
+    Case(
+        "json_body",
+        lambda ctx: ctx.client.post(SUBMIT, json={"audio": "UklGRg==", "language": "zh"}),
+        422,
+        "Invalid request",
+        invalid_field("body.audio", "Field required"),
+    ),
+    Case(
+        "urlencoded_body",
+        lambda ctx: post_raw(ctx, b"audio=UklGRg%3D%3D", "application/x-www-form-urlencoded"),
+        422,
+        "Invalid request",
+        invalid_field("body.audio", "Expected a file"),
+    ),
+    Case(
+        "raw_audio_body",
+        lambda ctx: post_raw(ctx, SPEECH_WAV.read_bytes(), "audio/wav"),
+        422,
+        "Invalid request",
+        invalid_field("body.audio", "Field required"),
+    ),
+    Case(
+        "multipart_without_boundary",
+        lambda ctx: post_raw(ctx, multipart(b"a.wav", b"x"), "multipart/form-data"),
+        400,
+        "Missing boundary in multipart.",
+    ),
+    Case(
+        "multipart_garbage",
+        lambda ctx: post_raw(ctx, b"\x00garbage", f"multipart/form-data; boundary={BOUNDARY}"),
+        400,
+        "Invalid multipart data.",
+    ),
+    Case(
+        "filename_over_header_limit",  # python-multipart caps a part header line at 4224 bytes
+        lambda ctx: post_raw(
+            ctx,
+            multipart(b"x" * 5000 + b".wav", SPEECH_WAV.read_bytes()),
+            f"multipart/form-data; boundary={BOUNDARY}",
+        ),
+        400,
+        "Invalid multipart data.",
+    ),
+    Case(
+        "get_on_submit",
+        lambda ctx: ctx.client.get(SUBMIT),
+        405,
+        "Method Not Allowed",
+        allows("POST"),
+    ),
+    Case(
+        "put_on_submit",
+        lambda ctx: ctx.client.put(SUBMIT, content=b"x"),
+        405,
+        "Method Not Allowed",
+        allows("POST"),
+    ),
+    Case(
+        "post_on_result",
+        lambda ctx: ctx.client.post(f"/api/v1/asr/result/{UNKNOWN_ID}"),
+        405,
+        "Method Not Allowed",
+        allows("GET"),
+    ),
+    Case(
+        "get_on_retry",
+        lambda ctx: ctx.client.get(f"/api/v1/asr/retry/{UNKNOWN_ID}"),
+        405,
+        "Method Not Allowed",
+        allows("POST"),
+    ),
+    Case(
+        "delete_on_health",
+        lambda ctx: ctx.client.delete("/api/v1/health"),
+        405,
+        "Method Not Allowed",
+        allows("GET"),
+    ),
+    # Task life cycle.
+    Case("delete_twice", delete_twice, 404, "Task not found", state=deleted_without_trace),
+    Case(
+        "retry_of_done_task",
+        retry_done,
+        409,
+        "Only a failed task can be retried",
+        status_is("done"),
+        state=only_the_task_remains(TaskStatus.DONE, jobs=0),
+    ),
+    Case(
+        "retry_of_queued_task",
+        retry_queued,
+        409,
+        "Only a failed task can be retried",
+        status_is("queued"),
+        state=only_the_task_remains(TaskStatus.QUEUED, jobs=1),
+    ),
+    *route_cases(),
+]
+
+
+def test_the_corpus_covers_the_list():
+    ids = {c.id for c in CASES}
+    assert len(ids) == len(CASES), "duplicate row ids"
+    assert len(CASES) >= 30
+    assert set(BAD_INPUTS) == BAD_KINDS_USED  # every broken-file kind the samples module makes
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(
+    case: Case,
+    redis_server: RedisServer,
+    storage: Path,
+    conn: redis.Redis,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    settings = make_settings(redis_server.port, storage, **case.settings)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        resp = case.send(Ctx(client, conn, tmp_path, monkeypatch))
+    assert resp.status_code == case.status, resp.text
+    body = assert_clean_error(resp, settings, redis_server.port)
+    assert body["error"] == case.error, body
+    if case.check is not None:
+        case.check(body, resp)
+    case.state(conn, settings)
+
+
+# --- client file names ---------------------------------------------------------------------
+
+FILENAMES: dict[str, tuple[bytes, str]] = {
+    # row: (the name as the client sends it, what the API echoes back)
+    "dotdot_unix": (b"../../etc/passwd", "passwd"),
+    "dotdot_windows": (b"..\\..\\Windows\\win.ini", "win.ini"),
+    "absolute": (b"/var/lib/redis/dump.rdb", "dump.rdb"),
+    "only_dotdot": (b"..", "upload"),
+    "dotdot_behind_nul": (b"voice/\x00..", "upload"),
+    "nul": (b"voice\x00.wav", "voice.wav"),
+    # A raw CR LF ends the part's header line: the name is cut there, the rest is a header.
+    "crlf_raw": (b"a\r\nX-Injected: 1.wav", '"a'),
+    "empty": (b"", "upload"),
+    "long_ascii_1000": (b"n" * 996 + b".wav", "n" * 255),
+    "long_cjk_1000": (("长" * 1000).encode(), "长" * 255),
+    "rtl_override": ("\u202egpj.wav".encode(), "gpj.wav"),
+    "zero_width_and_bom": ("\u200b\ufeffvoice\u200d.wav".encode(), "voice.wav"),
+    "emoji_and_combining": ("😀 e\u0301.ogg".encode(), "😀 e\u0301.ogg"),
+    "invalid_utf8": (b"\xff\xfe.wav", "\xff\xfe.wav"),  # read as latin-1
+}
+
+
+@pytest.mark.parametrize("row", sorted(FILENAMES))
+def test_client_file_names_never_reach_the_disk(
+    row: str, client: TestClient, conn: redis.Redis, settings: Settings
+):
+    sent, echoed = FILENAMES[row]
+    resp = client.post(
+        SUBMIT,
+        content=multipart(sent, SPEECH_WAV.read_bytes()),
+        headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
+    )
+    assert resp.status_code == 200, resp.text
+    task_id = resp.json()["task_id"]
+
+    # The stored name is the server's own; nothing else was written anywhere under storage.
+    assert sorted(p.name for p in settings.recordings_dir.iterdir()) == [f"{task_id}.wav"]
+    written = {
+        p.relative_to(settings.storage_path).as_posix()
+        for p in settings.storage_path.rglob("*")
+        if p.is_file() and p.parent != settings.logs_dir
+    }
+    assert written == {f"recordings/{task_id}.wav"}
+
+    name = client.get(f"/api/v1/asr/result/{task_id}").json()["filename"]
+    assert name == echoed
+    assert len(name) <= 255 and "/" not in name and "\\" not in name
+    assert name.strip(". ") and not any(unicodedata.category(c)[0] == "C" for c in name)
+
+    download = client.get(f"/api/v1/asr/audio/{task_id}")
+    assert download.status_code == 200
+    assert download.content == SPEECH_WAV.read_bytes()
+    disposition = download.headers["content-disposition"]
+    assert disposition.startswith("attachment; filename")
+    assert "\r" not in disposition and "\n" not in disposition and "/" not in disposition
+    assert "x-injected" not in {k.lower() for k in download.headers}
+
+
+# --- access log ----------------------------------------------------------------------------
+
+
+def test_hostile_paths_stay_one_bounded_access_log_line(client: TestClient, settings: Settings):
+    from loguru import logger
+
+    forged = "[2025-12-01 00:00:00] INFO POST /api/v1/asr/submit - forged http=200"
+    client.get("/api/v1/asr/result/x%0A" + forged.replace(" ", "%20"))
+    client.get("/api/v1/asr/result/" + "A" * 10_240)
+    logger.complete()
+    lines = (settings.logs_dir / "asr_api.log").read_text(encoding="utf-8").splitlines()
+    assert not [line for line in lines if line.startswith("[2025-12-01")], "a forged log line"
+    access = [line for line in lines if "INFO GET /api/v1/asr/result/" in line]
+    assert len(access) == 2, lines
+    assert "x\\n[2025-12-01" in access[0]  # escaped, on the one line
+    assert max(len(line) for line in access) < 400
+
+
+# --- the size cap on a real server ---------------------------------------------------------
+
+CAP = 100_000
+
+
+@pytest.fixture
+def api_server(redis_server: RedisServer, conn: redis.Redis, tmp_path: Path) -> Iterator[dict]:
+    """`uvicorn src.api.main:app` in its own process, configured by the environment alone."""
+    storage = tmp_path / "storage"
+    port = free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ASR_", "RQ_", "REDIS_", "API_", "STORAGE_", "MAX_", "LOG_"))
+    }
+    env.update(
+        REDIS_HOST="127.0.0.1",
+        REDIS_PORT=str(redis_server.port),
+        STORAGE_PATH=str(storage),
+        MAX_UPLOAD_BYTES=str(CAP),
+        API_HOST="127.0.0.1",
+        PYTHONUNBUFFERED="1",
+    )
+    log = open(tmp_path / "uvicorn.out", "wb")  # noqa: SIM115 - the child owns it
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "src.api.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError((tmp_path / "uvicorn.out").read_text(errors="replace"))
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/api/v1/asr/queue/status").is_success
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(up, 30, 0.1, "uvicorn")
+        settings = make_settings(redis_server.port, storage)
+        yield {"port": port, "storage": storage, "settings": settings}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _head() -> bytes:
+    return multipart(b"big.wav", b"")[: -len(f"\r\n--{BOUNDARY}--\r\n")]
+
+
+def test_upload_over_the_cap_is_413_while_streaming(api_server: dict, conn: redis.Redis):
+    """httpx streams 16 MiB from a generator with no Content-Length against a 100 KB cap: the 413
+    comes back after a fraction of it, and nothing is kept."""
+    chunk, total = 64 * 1024, 256
+    sent = {"chunks": 0}
+
+    def body() -> Iterator[bytes]:
+        yield _head()
+        for _ in range(total):
+            sent["chunks"] += 1
+            yield b"\0" * chunk
+            time.sleep(0.002)
+        yield f"\r\n--{BOUNDARY}--\r\n".encode()
+
+    resp = httpx.post(
+        f"http://127.0.0.1:{api_server['port']}{SUBMIT}",
+        content=body(),
+        headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
+        timeout=30,
+    )
+    assert "content-length" not in {k.lower() for k in resp.request.headers}
+    assert resp.status_code == 413, resp.text
+    assert resp.json()["error"] == "File too large"
+    assert resp.headers["connection"] == "close"
+    assert sent["chunks"] < total, "the server read the whole body before answering"
+    assert_nothing_stored(conn, api_server["settings"])
+
+
+def test_the_413_arrives_before_the_body_ends(api_server: dict, conn: redis.Redis):
+    """A raw chunked request that never sends its last chunk: a server that waited for the whole
+    body would never answer."""
+    with socket.create_connection(("127.0.0.1", api_server["port"]), timeout=10) as sock:
+        sock.sendall(
+            (
+                f"POST {SUBMIT} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
+                f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n"
+            ).encode()
+        )
+        head = _head()
+        sock.sendall(b"%x\r\n%s\r\n" % (len(head), head))
+        piece = b"\0" * 16 * 1024
+        for _ in range(3 * CAP // len(piece)):
+            try:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            except (BrokenPipeError, ConnectionResetError):
+                break  # the server answered and hung up; the answer is in the receive buffer
+        reply = b""
+        while b'"File too large"' not in reply:
+            data = sock.recv(65536)
+            if not data:
+                break
+            reply += data
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    assert b'"File too large"' in reply, reply
+    assert_nothing_stored(conn, api_server["settings"])
