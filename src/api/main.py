@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import CapacityLimiter
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from loguru import logger
@@ -18,11 +19,11 @@ from src.api import errors
 from src.api.dependencies import require_api_key
 from src.api.middleware import AccessLog, BodySizeLimit, body_limit_for
 from src.api.models import ErrorResponse
-from src.api.routes import asr, stats_router, system
+from src.api.routes import SUBMIT_THREADS, asr, stats_router, system
 from src.asr.config import Settings, get_settings
 from src.utils.file_handler import ensure_dirs
 from src.utils.logger import setup_logging
-from src.utils.redis_client import api_connection
+from src.utils.redis_client import api_async_connection, api_connection
 
 DESCRIPTION = """
 Offline speech recognition (FunASR Paraformer-zh + FSMN-VAD + CT-punc, with hotwords).
@@ -52,7 +53,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ensure_dirs(settings)
         app.state.settings = settings
         app.state.redis = api_connection(settings)
+        app.state.aredis = api_async_connection(settings)
         app.state.started = time.time()
+        app.state.submit_limiter = CapacityLimiter(SUBMIT_THREADS)
         logger.info(f"API starting: redis={settings.redis_display} queue={settings.rq_queue_name}")
         if settings.api_key is None and not is_loopback(settings.api_host):
             logger.warning(
@@ -61,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         yield
         app.state.redis.close()
+        await app.state.aredis.aclose()
 
     app = FastAPI(
         title="ASR service",

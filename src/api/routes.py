@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
+from anyio import to_thread
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from src.api.dependencies import QueueDep, RedisDep, SettingsDep, TaskId
@@ -27,6 +28,13 @@ from src.utils import job_queue
 from src.utils.file_handler import content_type
 
 E = ErrorResponse
+
+# Uploads are checked (PyAV decode) in threads; a few at a time keep the GIL free enough for the
+# event loop, so /health and polling stay fast during a burst. More would not be faster: the work
+# is CPU-bound.
+SUBMIT_THREADS = 4
+
+
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": E, "description": "Redis is unreachable"}
 }
@@ -80,16 +88,19 @@ async def submit(
     invalid = [w for w in words if not is_valid_hotword(w)]
     if invalid:
         raise APIError(422, "Invalid hotwords", invalid=invalid[:20])
-    body = await run_in_threadpool(
-        tasks.submit,
-        conn,
-        queue,
-        settings,
-        audio.file,
-        audio.filename,
-        language,
-        batch_size or settings.asr_batch_size,
-        clean_hotwords(words),
+    body = await to_thread.run_sync(
+        partial(
+            tasks.submit,
+            conn,
+            queue,
+            settings,
+            audio.file,
+            audio.filename,
+            language,
+            batch_size or settings.asr_batch_size,
+            clean_hotwords(words),
+        ),
+        limiter=request.app.state.submit_limiter,
     )
     request.state.log = body.pop("_log")
     return body
@@ -180,8 +191,8 @@ def delete_task(task_id: TaskId, conn: RedisDep, settings: SettingsDep) -> dict[
     summary="Readiness: Redis reachable and at least one worker with its model loaded",
     responses={503: {"model": HealthResponse, "description": "Not ready"}},
 )
-def health(request: Request, response: Response) -> dict[str, Any]:
-    code, body = tasks.health(request.app.state.redis, request.app.state.started)
+async def health(request: Request, response: Response) -> dict[str, Any]:
+    code, body = await tasks.health(request.app.state.aredis, request.app.state.started)
     response.status_code = code
     return body
 

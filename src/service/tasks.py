@@ -15,6 +15,7 @@ from pathlib import PurePath
 from typing import Any, BinaryIO
 
 import redis
+import redis.asyncio
 from loguru import logger
 from rq import Queue
 from rq.exceptions import NoSuchJobError
@@ -25,7 +26,7 @@ from src.asr.audio import SUPPORTED_FORMATS, AudioError, decode, probe
 from src.asr.config import Settings
 from src.utils import file_handler, history, job_queue, stats, task_store
 from src.utils.file_handler import StorageFullError, UploadTooLargeError
-from src.utils.redis_client import REDIS_ERRORS
+from src.utils.redis_client import REDIS_ERRORS, WORKER_KEY_PREFIX
 from src.utils.task_store import TaskRecord, TaskStatus, utcnow
 
 API_PREFIX = "/api/v1"
@@ -265,7 +266,9 @@ def uptime_text(seconds: float) -> str:
     return f"{minutes} minute{'s' * (minutes != 1)}"
 
 
-def health(conn: redis.Redis, started: float) -> tuple[int, dict[str, Any]]:
+async def health(aconn: redis.asyncio.Redis, started: float) -> tuple[int, dict[str, Any]]:
+    """Readiness from the workers' beacons. Async on purpose: during an upload burst every
+    thread of the pool may be busy with submissions, and a probe must not queue behind them."""
     up = time.time() - started
     body: dict[str, Any] = {
         "uptime": uptime_text(up),
@@ -276,11 +279,11 @@ def health(conn: redis.Redis, started: float) -> tuple[int, dict[str, Any]]:
         "workers": [],
     }
     try:
-        conn.ping()
+        await aconn.ping()
         body["redis_connected"] = True
-        keys = job_queue.ready_workers(conn)
-        raw = conn.mget(keys) if keys else []
-    except REDIS_ERRORS:
+        keys = [k async for k in aconn.scan_iter(match=f"{WORKER_KEY_PREFIX}*", count=100)]
+        raw = await aconn.mget(keys) if keys else []
+    except (*REDIS_ERRORS, TimeoutError, OSError):
         body.update(status="unavailable", error="Redis is unreachable")
         return 503, body
 

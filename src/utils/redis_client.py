@@ -7,6 +7,7 @@ a hung request; workers use a connection without a read timeout because RQ block
 from __future__ import annotations
 
 import redis
+import redis.asyncio
 
 from src.asr.config import Settings
 
@@ -41,6 +42,17 @@ def worker_key(name: str) -> str:
 def api_connection(settings: Settings) -> redis.Redis:
     """Connection for the API (and a worker's readiness beacon): fail fast, never hang."""
     return redis.Redis.from_url(
+        settings.redis_dsn,
+        socket_connect_timeout=0.5,
+        socket_timeout=1.0,
+        health_check_interval=10,
+        retry_on_timeout=False,
+    )
+
+
+def api_async_connection(settings: Settings) -> redis.asyncio.Redis:
+    """Async twin for /health, which must answer even while every pool thread is uploading."""
+    return redis.asyncio.Redis.from_url(
         settings.redis_dsn,
         socket_connect_timeout=0.5,
         socket_timeout=1.0,
