@@ -28,6 +28,7 @@ from src.asr.recognizer import (
 )
 from src.asr.worker import get_recognizer, worker_name
 from src.utils import file_handler, history, stats, task_store
+from src.utils.recovery import mark_failed
 from src.utils.task_store import SentenceRecord, TaskRecord, TaskStatus, utcnow
 
 # Write progress to Redis only when it moved this many points (or the stage changed).
@@ -177,18 +178,7 @@ def on_failure(
     """RQ failure callback (exceptions, timeouts, abandoned jobs): mark the task failed."""
     settings = get_settings()
     message = describe_failure(exc_type, exc, job.timeout)
-    failed = task_store.update(
-        connection,
-        job.id,
-        ttl=settings.task_ttl_seconds,
-        status=TaskStatus.FAILED,
-        stage="failed",
-        error=message,
-        finished_at=utcnow(),
-    )
-    if failed is not None:
-        history.record(connection, settings.history_file, failed, settings.max_history_records)
-    stats.record_failed(connection)
+    mark_failed(connection, settings, job.id, message)
     exc_info = (exc_type, exc, tb) if isinstance(tb, TracebackType) else None
     logger.opt(exception=exc_info).error(
         f"{worker_name()} task={job.id} status=failed error={message}"

@@ -121,6 +121,14 @@ def submit(
         _undo_submit(conn, settings, task_id, name)
         raise
     _trim_recordings(conn, settings)
+    return {
+        **_queued(conn, queue, task_id),
+        "_log": f"task={task_id} file={record.filename} size={size / 1e6:.2f}MB status=queued",
+    }
+
+
+def _queued(conn: redis.Redis, queue: Queue, task_id: str) -> dict[str, Any]:
+    """The submit/retry answer: where the job stands and how long it should take."""
     pos = job_queue.position(queue, task_id)
     workers = len(job_queue.ready_workers(conn))
     return {
@@ -129,7 +137,6 @@ def submit(
         "position": pos,
         "estimated_wait": job_queue.estimated_wait(conn, pos or 1, workers),
         "result_url": result_url(task_id),
-        "_log": f"task={task_id} file={record.filename} size={size / 1e6:.2f}MB status=queued",
     }
 
 
@@ -216,15 +223,7 @@ def retry(conn: redis.Redis, queue: Queue, settings: Settings, task_id: str) -> 
     )
     task_store.save(conn, fresh)  # no TTL while it waits again
     job_queue.enqueue_transcription(queue, task_id, settings)
-    pos = job_queue.position(queue, task_id)
-    workers = len(job_queue.ready_workers(conn))
-    return {
-        "task_id": task_id,
-        "status": "queued",
-        "position": pos,
-        "estimated_wait": job_queue.estimated_wait(conn, pos or 1, workers),
-        "result_url": result_url(task_id),
-    }
+    return _queued(conn, queue, task_id)
 
 
 def delete(conn: redis.Redis, settings: Settings, task_id: str) -> dict[str, Any]:

@@ -33,7 +33,10 @@ class _InterceptHandler(logging.Handler):
 def setup_logging(settings: Settings, role: Role) -> None:
     """Configure sinks for one process; safe to call again (replaces the sinks)."""
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    logger.remove()
+    try:
+        logger.remove()
+    except OSError as exc:  # a full disk must not stop a restart; the old sinks are gone anyway
+        sys.stderr.write(f"could not flush the previous log files: {exc}\n")
     common = {
         "format": LOG_FORMAT,
         "rotation": settings.log_rotation,

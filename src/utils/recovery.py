@@ -25,7 +25,7 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from src.asr.config import Settings
 from src.utils import history, stats, task_store
 from src.utils.redis_client import worker_key
-from src.utils.task_store import TaskStatus, utcnow
+from src.utils.task_store import TaskRecord, TaskStatus, utcnow
 
 # A task whose worker died this many times is failed instead of requeued: it may be the cause.
 MAX_ABANDONS = 3
@@ -106,20 +106,28 @@ def requeue_abandoned(conn: redis.Redis, queue: Queue, settings: Settings) -> li
     return moved
 
 
-def _fail(conn: redis.Redis, queue: Queue, job: Job, settings: Settings, attempts: int) -> None:
-    message = f"The worker stopped while processing this task ({attempts} times)"
-    job.set_status(JobStatus.FAILED)
-    FailedJobRegistry(queue=queue).add(job, ttl=settings.task_ttl_seconds, exc_string=message)
+def mark_failed(
+    conn: redis.Redis, settings: Settings, task_id: str, message: str
+) -> TaskRecord | None:
+    """The one way a task becomes failed: state (with its TTL), history line, counter."""
     failed = task_store.update(
         conn,
-        job.id,
+        task_id,
         ttl=settings.task_ttl_seconds,
         status=TaskStatus.FAILED,
         stage="failed",
         error=message,
         finished_at=utcnow(),
     )
-    stats.record_failed(conn)
-    logger.error(f"task={job.id} status=failed error={message}")
     if failed is not None:
         history.record(conn, settings.history_file, failed, settings.max_history_records)
+    stats.record_failed(conn)
+    return failed
+
+
+def _fail(conn: redis.Redis, queue: Queue, job: Job, settings: Settings, attempts: int) -> None:
+    message = f"The worker stopped while processing this task ({attempts} times)"
+    job.set_status(JobStatus.FAILED)
+    FailedJobRegistry(queue=queue).add(job, ttl=settings.task_ttl_seconds, exc_string=message)
+    mark_failed(conn, settings, job.id, message)
+    logger.error(f"task={job.id} status=failed error={message}")
