@@ -379,6 +379,8 @@ def test_disk_full_while_saving_an_upload_is_507(fenv: Env, tmp_path: Path):
     try:
         settings = make_settings(fenv.redis.port, storage, rq_queue_name="asr-disk")
         conn = fenv.conn()
+        tasks_before = set(conn.scan_iter("asr:task:*"))
+        index_before = conn.zrange("asr:audio:index", 0, -1)
         with TestClient(create_app(settings)) as client:
             with open(SPEECH_WAV, "rb") as fh:
                 resp = client.post("/api/v1/asr/submit", files={"audio": ("a.wav", fh)})
@@ -386,8 +388,8 @@ def test_disk_full_while_saving_an_upload_is_507(fenv: Env, tmp_path: Path):
             assert resp.json()["error"].startswith("Insufficient storage")
             assert list(mount.iterdir()) == []
             assert conn.llen("rq:queue:asr-disk") == 0
-            assert conn.zcard("asr:audio:index") == 0
-            assert not list(conn.scan_iter("asr:task:*"))
+            assert conn.zrange("asr:audio:index", 0, -1) == index_before
+            assert set(conn.scan_iter("asr:task:*")) == tasks_before
         record(
             "disk full while saving an upload",
             recovery_s=0,

@@ -66,7 +66,9 @@ def server(service: Service, model_dirs: object) -> Iterator[str]:
 
 async def burst(url: str) -> tuple[list[httpx.Response], list[float], list[dict]]:
     payload = SPEECH_OGG.read_bytes()
-    limits = httpx.Limits(max_connections=CLIENTS + 10)
+    # Close idle connections before uvicorn does (its keep-alive is 5 s): reusing one the server
+    # is closing at that moment is a client-side race that ends in ReadError.
+    limits = httpx.Limits(max_connections=CLIENTS + 10, keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
         health_times: list[float] = []
         stop = asyncio.Event()
