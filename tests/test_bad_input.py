@@ -215,7 +215,6 @@ def over_duration_limit(ctx: Ctx) -> httpx.Response:
     duration alone must reject it, before a single frame is decoded."""
     path = make_long(SPEECH_WAV, ctx.tmp, seconds=60)
     calls: list[str] = []
-    ctx.monkeypatch.setattr("src.service.tasks.decode", lambda *a, **k: calls.append("decode"))
     ctx.monkeypatch.setattr("src.asr.audio._decode", lambda *a, **k: calls.append("_decode"))
     resp = upload(ctx, path.read_bytes(), path.name)
     assert calls == [], "the audio was decoded before the duration check"

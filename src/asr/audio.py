@@ -157,6 +157,16 @@ def load_audio(
         return samples, info
 
 
+def verify(source: Source, *, max_duration_s: float | None = None) -> AudioInfo:
+    """Everything `load_audio` checks, without resampling or keeping the samples (the API's
+    upload check: it needs to know the file is sound, not its waveform)."""
+    with _opened(source) as (container, head):
+        stream, info = _inspect(container, head)
+        _check_declared_duration(info, max_duration_s)
+        _decode(container, stream, info, max_duration_s, first_frame_only=False, keep=False)
+        return info
+
+
 def format_duration(seconds: float) -> str:
     """Human duration for messages: 3h05m, 4m07s, 12.5s."""
     if seconds >= 3600:
@@ -351,9 +361,15 @@ def _decode(
     max_duration_s: float | None,
     *,
     first_frame_only: bool,
+    keep: bool = True,
 ) -> np.ndarray:
-    """Demux + decode + resample to 16 kHz mono float32, enforcing limits and integrity."""
-    out = _Buffer(1.0 if first_frame_only else info.duration_s)
+    """Demux + decode + resample to 16 kHz mono float32, enforcing limits and integrity.
+
+    With keep=False the frames are decoded and counted but neither resampled nor kept: the same
+    checks at a third of the cost, for validating an upload whose samples the API never needs.
+    """
+    out = _Buffer(1.0 if first_frame_only else (info.duration_s if keep else 0.0))
+    counted_s = 0.0
     resampler: AudioResampler | None = None
     layout_key: tuple[str, str, int] | None = None
     packets = bad_packets = 0
@@ -379,6 +395,11 @@ def _decode(
             for frame in frames:
                 if frame.samples == 0:
                     continue
+                if not keep:
+                    counted_s += frame.samples / frame.sample_rate
+                    if max_duration_s is not None and counted_s > max_duration_s:
+                        raise _too_long(None, max_duration_s)
+                    continue
                 key = (frame.format.name, frame.layout.name, frame.sample_rate)
                 if key != layout_key:
                     # Rate or channels changed mid-stream (HE-AAC, joined MP3s): the resampler
@@ -400,7 +421,7 @@ def _decode(
             "corrupt", "The audio is damaged: part of it could not be decoded"
         ) from exc
 
-    if out.size == 0:
+    if (out.size if keep else counted_s) == 0:
         if bad_packets:
             raise AudioError("corrupt", "The audio is damaged and none of it could be decoded")
         raise AudioError("empty", "The file contains no audio samples")
@@ -408,7 +429,7 @@ def _decode(
     samples = out.result()
     declared = info.duration_s
     if declared is not None:
-        decoded_s = len(samples) / SAMPLE_RATE
+        decoded_s = len(samples) / SAMPLE_RATE if keep else counted_s
         missing = declared - decoded_s
         if decoded_s < declared * _TRUNCATED_FRACTION and missing > _TRUNCATED_MIN_MISSING_S:
             raise AudioError(

@@ -22,7 +22,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from src.api.errors import APIError, not_found
-from src.asr.audio import SUPPORTED_FORMATS, AudioError, decode, probe
+from src.asr.audio import SUPPORTED_FORMATS, AudioError, probe, verify
 from src.asr.config import Settings
 from src.utils import file_handler, history, job_queue, stats, task_store
 from src.utils.file_handler import StorageFullError, UploadTooLargeError
@@ -87,9 +87,11 @@ def submit(
     partial = file_handler.partial_path(settings, task_id)
     try:
         size = file_handler.save_stream(upload, partial, settings.max_upload_bytes)
-        info = probe(partial, max_duration_s=settings.asr_max_audio_seconds)
+        limit = settings.asr_max_audio_seconds
         if size <= FULL_CHECK_MAX_BYTES:
-            decode(partial, max_duration_s=settings.asr_max_audio_seconds)
+            info = verify(partial, max_duration_s=limit)
+        else:
+            info = probe(partial, max_duration_s=limit)
     except UploadTooLargeError as exc:
         raise APIError(413, "File too large", max_bytes=settings.max_upload_bytes) from exc
     except StorageFullError as exc:
