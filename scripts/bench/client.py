@@ -1,0 +1,243 @@
+"""HTTP clients (httpx.AsyncClient) and completion tracking for the service figures.
+
+Uploads are pre-encoded multipart bodies (built once per clip), so the 100 simulated clients spend
+as little CPU as possible on this shared 2-core box. Completion is read from the task records in
+Redis (one MGET per poll) and every time that matters is a server timestamp (created_at,
+started_at, finished_at) or the recognizer's own processing_time, never a poll's arrival.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from scripts.bench.common import parse_ts
+
+SUBMIT = "/api/v1/asr/submit"
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A pre-encoded multipart request body for one clip."""
+
+    name: str
+    body: bytes
+    headers: dict[str, str]
+    audio_bytes: int
+
+    @classmethod
+    def of(cls, path: Path, language: str = "zh") -> Upload:
+        data = path.read_bytes()
+        boundary = "bench" + secrets.token_hex(12)
+        ctype = "audio/ogg" if path.suffix == ".ogg" else "application/octet-stream"
+        head = (
+            f"--{boundary}\r\n"
+            'Content-Disposition: form-data; name="language"\r\n\r\n'
+            f"{language}\r\n"
+            f"--{boundary}\r\n"
+            f'Content-Disposition: form-data; name="audio"; filename="{path.name}"\r\n'
+            f"Content-Type: {ctype}\r\n\r\n"
+        ).encode()
+        body = head + data + f"\r\n--{boundary}--\r\n".encode()
+        headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+        return cls(path.name, body, headers, len(data))
+
+
+@dataclass
+class Submitted:
+    """One submit as the client saw it."""
+
+    started: float  # epoch seconds, client clock (same host as the server)
+    latency: float  # seconds
+    status: int
+    task_id: str | None = None
+    error: str | None = None
+    upload: str = ""
+
+
+async def submit_one(client: httpx.AsyncClient, upload: Upload) -> Submitted:
+    started = time.time()
+    t0 = time.perf_counter()
+    try:
+        resp = await client.post(SUBMIT, content=upload.body, headers=upload.headers)
+    except httpx.HTTPError as exc:
+        return Submitted(started, time.perf_counter() - t0, 0, error=type(exc).__name__)
+    latency = time.perf_counter() - t0
+    if resp.status_code != 200:
+        return Submitted(
+            started, latency, resp.status_code, error=resp.text[:200], upload=upload.name
+        )
+    return Submitted(started, latency, 200, resp.json()["task_id"], upload=upload.name)
+
+
+def new_client(base_url: str, concurrency: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=base_url,
+        timeout=httpx.Timeout(120.0),
+        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+    )
+
+
+async def closed_loop(
+    base_url: str, uploads: list[Upload], concurrency: int, per_client: int, warmup: int = 0
+) -> tuple[list[Submitted], float]:
+    """`concurrency` clients, each submitting `per_client` times back to back (after warm-up
+    requests that open the connections). Returns the timed submits and the wall time."""
+    async with new_client(base_url, concurrency) as client:
+        if warmup:
+            await asyncio.gather(
+                *(submit_one(client, uploads[i % len(uploads)]) for i in range(warmup))
+            )
+        results: list[Submitted] = []
+        gate = asyncio.Event()
+
+        async def one_client(k: int) -> None:
+            await gate.wait()
+            for j in range(per_client):
+                results.append(await submit_one(client, uploads[(k + j) % len(uploads)]))
+
+        tasks = [asyncio.create_task(one_client(k)) for k in range(concurrency)]
+        await asyncio.sleep(0.05)
+        t0 = time.perf_counter()
+        gate.set()
+        await asyncio.gather(*tasks)
+        return results, time.perf_counter() - t0
+
+
+async def all_at_once(base_url: str, uploads: list[Upload]) -> tuple[list[Submitted], float]:
+    """One client per upload, all released together (a burst); fresh connections."""
+    async with new_client(base_url, len(uploads)) as client:
+        gate = asyncio.Event()
+
+        async def one(upload: Upload) -> Submitted:
+            await gate.wait()
+            return await submit_one(client, upload)
+
+        tasks = [asyncio.create_task(one(u)) for u in uploads]
+        await asyncio.sleep(0.05)
+        t0 = time.perf_counter()
+        gate.set()
+        results = await asyncio.gather(*tasks)
+        return list(results), time.perf_counter() - t0
+
+
+async def bounded(
+    base_url: str, uploads: list[Upload], concurrency: int
+) -> tuple[list[Submitted], float]:
+    """Submit every upload once with at most `concurrency` in flight."""
+    async with new_client(base_url, concurrency) as client:
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(upload: Upload) -> Submitted:
+            async with sem:
+                return await submit_one(client, upload)
+
+        t0 = time.perf_counter()
+        results = await asyncio.gather(*(one(u) for u in uploads))
+        return list(results), time.perf_counter() - t0
+
+
+# --- completion -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Finished:
+    task_id: str
+    status: str
+    created: float
+    started: float | None
+    finished: float | None
+    processing: float | None
+    duration: float | None
+    worker: str | None
+    record: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def queue_wait(self) -> float | None:
+        return None if self.started is None else self.started - self.created
+
+    @property
+    def server_overhead(self) -> float | None:
+        if self.finished is None or self.processing is None:
+            return None
+        return self.finished - self.created - self.processing
+
+
+def _finished(task_id: str, raw: bytes) -> Finished:
+    rec = json.loads(raw)
+    return Finished(
+        task_id=task_id,
+        status=rec["status"],
+        created=parse_ts(rec["created_at"]) or 0.0,
+        started=parse_ts(rec.get("started_at")),
+        finished=parse_ts(rec.get("finished_at")),
+        processing=rec.get("processing_time"),
+        duration=rec.get("duration") or rec.get("audio_duration"),
+        worker=rec.get("worker_id"),
+        record=rec,
+    )
+
+
+def wait_all(
+    conn: redis.Redis,
+    task_ids: list[str],
+    timeout: float,
+    interval: float = 0.1,
+    on_progress: Any = None,
+) -> dict[str, Finished]:
+    """Poll the task records until every task is done or failed (or `timeout` passes)."""
+    pending = list(task_ids)
+    done: dict[str, Finished] = {}
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        still = []
+        for start in range(0, len(pending), 200):
+            chunk = pending[start : start + 200]
+            for task_id, raw in zip(
+                chunk, conn.mget([f"asr:task:{t}" for t in chunk]), strict=True
+            ):
+                if raw is None:
+                    continue  # deleted: nothing to wait for
+                status = json.loads(raw)["status"]
+                if status in ("done", "failed"):
+                    done[task_id] = _finished(task_id, raw)
+                else:
+                    still.append(task_id)
+        if on_progress is not None:
+            on_progress(len(done))
+        pending = still
+        if pending:
+            time.sleep(interval)
+    return done
+
+
+def record_of(conn: redis.Redis, task_id: str) -> Finished | None:
+    raw = conn.get(f"asr:task:{task_id}")
+    return _finished(task_id, raw) if raw else None
+
+
+_ACCESS_MS = re.compile(r"POST /api/v1/asr/submit .*http=(\d+) ms=([\d.]+)")
+
+
+def server_submit_ms(api_log: Path, offset: int) -> tuple[list[float], int]:
+    """The API's own time per submit (its access-log `ms=`), from byte `offset` of asr_api.log."""
+    if not api_log.exists():
+        return [], offset
+    with api_log.open("rb") as f:
+        f.seek(offset)
+        data = f.read()
+    values = [
+        float(m.group(2))
+        for m in _ACCESS_MS.finditer(data.decode("utf-8", "replace"))
+        if m.group(1) == "200"
+    ]
+    return values, offset + len(data)
