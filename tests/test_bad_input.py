@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -39,7 +37,7 @@ from src.utils.redis_client import AUDIO_INDEX_KEY
 from src.utils.task_store import TaskStatus, utcnow
 from tests.support.audio_samples import BAD_INPUTS, SPEECH_WAV, make_bad_input, make_long
 from tests.support.fixtures import make_settings
-from tests.support.processes import ROOT, RedisServer, free_port, wait_for
+from tests.support.processes import ROOT, ApiProcess, RedisServer
 
 SUBMIT = "/api/v1/asr/submit"
 TASK_ROUTES = [
@@ -699,7 +697,6 @@ CAP = 100_000
 def api_server(redis_server: RedisServer, conn: redis.Redis, tmp_path: Path) -> Iterator[dict]:
     """`uvicorn src.api.main:app` in its own process, configured by the environment alone."""
     storage = tmp_path / "storage"
-    port = free_port()
     env = {
         k: v
         for k, v in os.environ.items()
@@ -710,48 +707,13 @@ def api_server(redis_server: RedisServer, conn: redis.Redis, tmp_path: Path) -> 
         REDIS_PORT=str(redis_server.port),
         STORAGE_PATH=str(storage),
         MAX_UPLOAD_BYTES=str(CAP),
-        API_HOST="127.0.0.1",
-        PYTHONUNBUFFERED="1",
     )
-    log = open(tmp_path / "uvicorn.out", "wb")  # noqa: SIM115 - the child owns it
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "src.api.main:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    log.close()
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError((tmp_path / "uvicorn.out").read_text(errors="replace"))
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/api/v1/asr/queue/status").is_success
-        except httpx.TransportError:
-            return False
-
+    api = ApiProcess(env, tmp_path / "uvicorn.out").start()
     try:
-        wait_for(up, 30, 0.1, "uvicorn")
         settings = make_settings(redis_server.port, storage)
-        yield {"port": port, "storage": storage, "settings": settings}
+        yield {"port": api.port, "storage": storage, "settings": settings}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        api.stop()
 
 
 def _head() -> bytes:

@@ -6,8 +6,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -16,7 +14,7 @@ import pytest
 
 from tests.support.audio_samples import SPEECH_OGG
 from tests.support.fixtures import Service
-from tests.support.processes import ROOT, free_port, service_env, wait_for
+from tests.support.processes import ApiProcess, service_env
 
 pytestmark = pytest.mark.slow
 
@@ -25,43 +23,13 @@ CLIENTS = 100
 
 @pytest.fixture(scope="module")
 def server(service: Service, model_dirs: object) -> Iterator[str]:
-    port = free_port()
     models = {"asr": model_dirs.asr, "vad": model_dirs.vad, "punc": model_dirs.punc}  # type: ignore[attr-defined]
     env = service_env(service.redis_server.port, service.storage, models, LOG_LEVEL="INFO")
-    log = open(service.storage / "uvicorn.out", "ab")  # noqa: SIM115 - the child writes it
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "src.api.main:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
+    api = ApiProcess(env, service.storage / "uvicorn.out").start("/api/v1/health")
     try:
-        wait_for(up, 60, 0.2, "uvicorn")
-        yield url
+        yield api.url
     finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
+        api.stop()
 
 
 async def burst(url: str) -> tuple[list[httpx.Response], list[float], list[dict]]:

@@ -174,3 +174,63 @@ class WorkerProcess:
                 self.kill_group()
                 self.proc.wait(5)
         self.proc = None
+
+
+class ApiProcess:
+    """`uvicorn src.api.main:app` as a real process, configured by its environment alone."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.port = free_port()
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready_path: str = "/api/v1/asr/queue/status") -> ApiProcess:
+        import httpx
+
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "src.api.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--no-access-log",
+            ],
+            cwd=ROOT,
+            env={**self.env, "API_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(self.log_path.read_text(errors="replace")[-3000:])
+            try:
+                return httpx.get(f"{self.url}{ready_path}", timeout=1).is_success
+            except httpx.TransportError:
+                return False
+
+        wait_for(up, 60, 0.1, "uvicorn")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
