@@ -28,19 +28,6 @@ from tests.support.signals import silence, voiced
 from tests.support.tiny_models import ModelDirs
 
 
-@pytest.fixture(scope="module")
-def recognizer(model_dirs: ModelDirs) -> SpeechRecognizer:
-    return SpeechRecognizer(
-        asr_model=str(model_dirs.asr),
-        vad_model=str(model_dirs.vad),
-        punc_model=str(model_dirs.punc),
-        model_root=Path("/nonexistent-cache"),
-        device="cpu",
-        cpu_threads=1,
-        max_audio_seconds=60,
-    )
-
-
 def test_vad_finds_the_two_spoken_spans(recognizer: SpeechRecognizer):
     result = recognizer.recognize(SPEECH_WAV)
     expected = speech_spans()["speech_ms"]
