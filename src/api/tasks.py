@@ -7,27 +7,31 @@ import this module, the recognizer, torch or FunASR.
 from __future__ import annotations
 
 import gc
+import math
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import redis
 from loguru import logger
-from rq import get_current_job
+from rq import Worker, get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
 from src.asr.audio import AudioError
-from src.asr.config import get_settings
+from src.asr.config import Settings, get_settings
 from src.asr.recognizer import (
+    BatchRequest,
     ProgressFn,
     RecognitionError,
     SpeechRecognizer,
     Stage,
     Transcript,
 )
-from src.asr.worker import get_recognizer, worker_name
-from src.utils import file_handler, history, stats, task_store
+from src.asr.worker import batched, get_recognizer, worker_name
+from src.utils import file_handler, history, job_queue, stats, task_store
+from src.utils.job_queue import get_queue
 from src.utils.recovery import mark_failed
 from src.utils.task_store import SentenceRecord, TaskRecord, TaskStatus, utcnow
 
@@ -85,6 +89,90 @@ def recognize_with_oom_retry(
         )
 
 
+def _mark_started(conn: redis.Redis, record: TaskRecord) -> TaskRecord | None:
+    return task_store.update(
+        conn,
+        record.task_id,
+        status=TaskStatus.PROCESSING,
+        stage=Stage.DECODE.value,
+        progress=1,
+        started_at=utcnow(),
+        worker_id=worker_name(),
+        attempts=record.attempts + 1,
+        error=None,
+    )
+
+
+def _batchable(record: TaskRecord, settings: Settings) -> bool:
+    duration = record.audio_duration
+    return duration is not None and duration <= settings.asr_batch_max_audio_seconds
+
+
+def claim_batch(conn: redis.Redis, settings: Settings, leader: TaskRecord) -> list[TaskRecord]:
+    """Take up to ASR_BATCH_JOBS - 1 more short queued tasks off the queue for this worker."""
+    limit = settings.batch_jobs
+    if limit <= 1 or not _batchable(leader, settings):
+        return []
+    queue = get_queue(conn, settings)
+    # A fair share of what is queued, so one worker does not batch away the other workers' work.
+    share = math.ceil(queue.count / max(1, Worker.count(connection=conn, queue=queue)))
+    want = min(limit - 1, share)
+    wanted: list[TaskRecord] = []
+    for task_id in job_queue.peek(queue, want * 4) if want > 0 else []:
+        record = task_store.load(conn, task_id)
+        if (
+            record is not None
+            and record.status == TaskStatus.QUEUED
+            and _batchable(record, settings)
+        ):
+            wanted.append(record)
+            if len(wanted) == want:
+                break
+    got = set(job_queue.claim(conn, queue, worker_name(), [r.task_id for r in wanted]))
+    return [r for r in wanted if r.task_id in got]
+
+
+def transcribe_batch(
+    conn: redis.Redis, settings: Settings, leader: TaskRecord, path: Path, claimed: list[TaskRecord]
+) -> Transcript:
+    """One pooled pass over the leader and the claimed tasks; the leader's transcript comes back,
+    the others wait in `batched` for their own jobs, which the worker runs next."""
+    members: list[tuple[TaskRecord, Path]] = [(leader, path)]
+    for record in claimed:
+        member_path = file_handler.recording_path(settings, record.file)
+        started = _mark_started(conn, record) if member_path is not None else None
+        if started is not None and member_path is not None:
+            batched.started.add(record.task_id)
+            members.append((started, member_path))
+    requests = [
+        BatchRequest(
+            audio=member_path,
+            language=record.language,
+            batch_size_s=record.batch_size,
+            hotwords=record.hotwords,
+            progress=_progress_writer(conn, record.task_id),
+        )
+        for record, member_path in members
+    ]
+    began = time.perf_counter()
+    results = get_recognizer().recognize_batch(requests)
+    audio = sum(r.duration for r in results if isinstance(r, Transcript))
+    logger.info(
+        f"{worker_name()} batch of {len(members)} tasks ({audio:.1f}s of audio) in "
+        f"{time.perf_counter() - began:.2f}s: {', '.join(r.task_id for r, _ in members)}"
+    )
+    for (record, _), result in zip(members[1:], results[1:], strict=True):
+        if isinstance(result, Transcript):
+            batched.transcripts[record.task_id] = result
+        else:  # its own job runs it alone and reports the error (or succeeds, after OOM)
+            logger.warning(f"{worker_name()} task={record.task_id} left its batch: {result}")
+    if isinstance(results[0], Transcript):
+        return results[0]
+    return recognize_with_oom_retry(
+        get_recognizer(), path, leader, _progress_writer(conn, leader.task_id)
+    )
+
+
 def transcribe(task_id: str) -> dict[str, Any]:
     """Transcribe one stored recording and publish the result, history line and counters."""
     settings = get_settings()
@@ -94,29 +182,26 @@ def transcribe(task_id: str) -> dict[str, Any]:
     if record is None:
         logger.warning(f"{worker_name()} task={task_id} skipped: task was deleted")
         return {"skipped": True}
-    record = task_store.update(
-        conn,
-        task_id,
-        status=TaskStatus.PROCESSING,
-        stage=Stage.DECODE.value,
-        progress=1,
-        started_at=utcnow(),
-        worker_id=worker_name(),
-        attempts=record.attempts + 1,
-        error=None,
-    )
-    if record is None:
-        return {"skipped": True}
-    path = file_handler.recording_path(settings, record.file)
-    if path is None:
-        raise RecordingMissingError(f"recording {record.file} no longer exists")
-    logger.info(
-        f"{worker_name()} task={task_id} status=started file={record.file} "
-        f"language={record.language} batch_size={record.batch_size}"
-    )
-    transcript = recognize_with_oom_retry(
-        get_recognizer(), path, record, _progress_writer(conn, task_id)
-    )
+    if task_id not in batched.started:
+        record = _mark_started(conn, record)
+        if record is None:
+            return {"skipped": True}
+    transcript = batched.take(task_id)
+    if transcript is None:
+        path = file_handler.recording_path(settings, record.file)
+        if path is None:
+            raise RecordingMissingError(f"recording {record.file} no longer exists")
+        logger.info(
+            f"{worker_name()} task={task_id} status=started file={record.file} "
+            f"language={record.language} batch_size={record.batch_size}"
+        )
+        claimed = claim_batch(conn, settings, record) if job is not None else []
+        if claimed:
+            transcript = transcribe_batch(conn, settings, record, path, claimed)
+        else:
+            transcript = recognize_with_oom_retry(
+                get_recognizer(), path, record, _progress_writer(conn, task_id)
+            )
     for sentence in transcript.sentences:
         logger.debug(
             f"{worker_name()} task={task_id} segment {sentence.start_ms}-{sentence.end_ms}ms "

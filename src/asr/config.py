@@ -6,6 +6,7 @@ so a wrong value fails once, at start, with a message that names the key.
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +26,10 @@ _SIZE_UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 PositiveInt = Annotated[int, Field(gt=0)]
+
+# Cross-job batch sizes used when ASR_BATCH_JOBS is 0, from scripts/bench/batching.py.
+DEFAULT_BATCH_JOBS_GPU = 8
+DEFAULT_BATCH_JOBS_CPU = 1
 
 
 def parse_size(value: str | int) -> int:
@@ -64,6 +69,11 @@ class Settings(BaseSettings):
     asr_max_audio_seconds: float = Field(3 * 3600, gt=0)
     asr_languages: list[str] = ["zh", "en", "auto"]
     asr_cpu_threads: int = Field(0, ge=0)
+    # Cross-job batching: a worker takes up to this many queued short clips and decodes their
+    # speech segments together. 0 = by device (see `batch_jobs`); 1 = one job at a time.
+    asr_batch_jobs: int = Field(0, ge=0, le=64)
+    # Clips longer than this (seconds) are never batched with others.
+    asr_batch_max_audio_seconds: float = Field(60.0, gt=0)
 
     # Storage.
     storage_path: Path = Path("src/storage")
@@ -132,6 +142,28 @@ class Settings(BaseSettings):
         if self.asr_device != "auto":
             return self.asr_device
         return "cuda" if self.asr_use_gpu else "cpu"
+
+    @property
+    def cpu_threads(self) -> int:
+        """Torch threads per worker: ASR_CPU_THREADS, else the usable cores shared among workers.
+
+        On a 2-core box two workers with 2 threads each ran at a CPU RTF of 1.1-1.5, with 1 each
+        at 0.15-0.19 (report/PERFORMANCE.md): oversubscribed threads spin against each other.
+        """
+        if self.asr_cpu_threads:
+            return self.asr_cpu_threads
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cores = os.cpu_count() or 1
+        return max(1, cores // self.rq_worker_count)
+
+    @property
+    def batch_jobs(self) -> int:
+        """Jobs per pooled pass: ASR_BATCH_JOBS, else what report/PERFORMANCE.md measured faster."""
+        if self.asr_batch_jobs:
+            return self.asr_batch_jobs
+        return DEFAULT_BATCH_JOBS_GPU if self.device.startswith("cuda") else DEFAULT_BATCH_JOBS_CPU
 
     @property
     def redis_dsn(self) -> str:

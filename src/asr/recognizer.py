@@ -297,7 +297,7 @@ class SpeechRecognizer:
             device=settings.device,
             hotwords=read_hotwords_file(settings.asr_hotwords_path),
             max_audio_seconds=settings.asr_max_audio_seconds,
-            cpu_threads=settings.asr_cpu_threads,
+            cpu_threads=settings.cpu_threads,
         )
 
     def _install_progress_hook(self) -> None:

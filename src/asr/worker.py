@@ -20,14 +20,17 @@ from datetime import UTC, datetime
 
 import redis
 from loguru import logger
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
 from rq.worker_registration import unregister
 
 from src.asr.config import Settings, get_settings
-from src.asr.recognizer import SpeechRecognizer
+from src.asr.recognizer import SpeechRecognizer, Transcript
+from src.utils import job_queue
 from src.utils.job_queue import get_queue
 from src.utils.logger import setup_logging
-from src.utils.recovery import pid_alive, requeue_abandoned
+from src.utils.recovery import pid_alive, requeue_abandoned, return_claimed, worker_alive
 from src.utils.redis_client import REDIS_ERRORS, api_connection, worker_connection, worker_key
 
 READINESS_INTERVAL_S = 5
@@ -52,8 +55,51 @@ def get_recognizer() -> SpeechRecognizer:
         return _recognizer
 
 
+class BatchResults:
+    """Transcripts a pooled pass made for jobs this worker claimed but has not run yet.
+
+    The job that ran the pass (src/api/tasks.py) leaves them here; each claimed job then runs
+    as a normal RQ job, so registries, callbacks and history stay per job, and publishes its
+    transcript instead of recomputing it. A job missing here is transcribed on its own.
+    """
+
+    def __init__(self) -> None:
+        self.transcripts: dict[str, Transcript] = {}
+        self.started: set[str] = set()
+
+    def take(self, task_id: str) -> Transcript | None:
+        return self.transcripts.pop(task_id, None)
+
+    def clear(self) -> None:
+        self.transcripts.clear()
+        self.started.clear()
+
+
+batched = BatchResults()
+
+
 class ASRWorker(SimpleWorker):
-    """RQ's in-process worker, named worker-N; exists so `rq info` shows what serves ASR."""
+    """RQ's in-process worker, named worker-N, that also runs the jobs a batch claimed."""
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        try:
+            super().execute_job(job, queue)
+            for job_id in job_queue.claimed(self.connection, self.name):
+                try:
+                    claimed = self.job_class.fetch(
+                        job_id, connection=self.connection, serializer=self.serializer
+                    )
+                except NoSuchJobError:  # deleted while it waited in the batch
+                    job_queue.unclaim(self.connection, self.name, job_id)
+                    continue
+                super().execute_job(claimed, queue)
+        finally:
+            batched.clear()
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        super().prepare_job_execution(job, remove_from_intermediate_queue)
+        # Now in the started registry: the abandoned-job sweep covers it from here on.
+        job_queue.unclaim(self.connection, self.name, job.id)
 
 
 class Readiness(threading.Thread):
@@ -101,6 +147,9 @@ class Readiness(threading.Thread):
         """Requeue abandoned jobs; one worker at a time sweeps (a short Redis lock)."""
         if self.conn.set(SWEEP_LOCK_KEY, self.worker.name, nx=True, ex=READINESS_INTERVAL_S):
             requeue_abandoned(self.conn, self.queue, self.settings)
+            for name in job_queue.claimers(self.conn):
+                if name != self.worker.name and not worker_alive(self.conn, name):
+                    return_claimed(self.conn, self.queue, name)
 
     def run(self) -> None:
         while not self.stopped.is_set():
@@ -189,6 +238,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     readiness = Readiness(api_connection(settings), worker, _recognizer, settings)
     readiness.publish()
     requeue_abandoned(conn, get_queue(conn, settings), settings)
+    return_claimed(conn, get_queue(conn, settings), _name)  # left by this name's last process
     readiness.start()
     try:
         worker.work(with_scheduler=False, logging_level=settings.log_level, burst=args.burst)

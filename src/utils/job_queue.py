@@ -15,7 +15,7 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from src.asr.config import Settings
 from src.utils import stats
-from src.utils.redis_client import WORKER_KEY_PREFIX
+from src.utils.redis_client import CLAIMERS_KEY, WORKER_KEY_PREFIX, claimed_key
 
 JOB_FUNC = "src.api.tasks.transcribe"
 FAILURE_CALLBACK = "src.api.tasks.on_failure"
@@ -69,3 +69,69 @@ def queue_status(conn: redis.Redis, queue: Queue) -> dict[str, int]:
         "workers": len(workers),
         "workers_busy": busy,
     }
+
+
+# Move each candidate that is still queued onto the worker's claim list, atomically per job, so
+# two workers never claim the same job and a claimed job is always in one of the two lists.
+_CLAIM = """
+local claimed = {}
+for i = 1, #ARGV - 1 do
+  local id = ARGV[i]
+  if redis.call('LREM', KEYS[1], 1, id) == 1 then
+    redis.call('RPUSH', KEYS[2], id)
+    redis.call('SADD', KEYS[3], ARGV[#ARGV])
+    table.insert(claimed, id)
+  end
+end
+return claimed
+"""
+
+
+def peek(queue: Queue, count: int) -> list[str]:
+    """The ids of the next `count` queued jobs, without taking them."""
+    return [raw.decode() for raw in queue.connection.lrange(queue.key, 0, count - 1)]
+
+
+def claim(conn: redis.Redis, queue: Queue, worker: str, job_ids: list[str]) -> list[str]:
+    """Take these queued jobs off the queue for `worker` (a batch); returns those it got."""
+    if not job_ids:
+        return []
+    got = conn.eval(_CLAIM, 3, queue.key, claimed_key(worker), CLAIMERS_KEY, *job_ids, worker)
+    return [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in got]
+
+
+def claimed(conn: redis.Redis, worker: str) -> list[str]:
+    """Jobs `worker` claimed for a batch and has not started yet, oldest first."""
+    return [raw.decode() for raw in conn.lrange(claimed_key(worker), 0, -1)]
+
+
+def unclaim(conn: redis.Redis, worker: str, job_id: str) -> bool:
+    return bool(conn.lrem(claimed_key(worker), 1, job_id))
+
+
+def claimers(conn: redis.Redis) -> list[str]:
+    """Workers that have claimed batch jobs (some may have finished them since)."""
+    return sorted(raw.decode() for raw in conn.smembers(CLAIMERS_KEY))
+
+
+def return_claimed(conn: redis.Redis, queue: Queue, worker: str) -> list[str]:
+    """Put a stopped worker's claimed-but-unstarted jobs back at the front of the queue.
+
+    A job that already reached the started registry is left to the abandoned-job sweep, and
+    one already back in the queue is not pushed twice; LREM on the claim list decides who
+    returns a job when two sweepers race.
+    """
+    returned: list[str] = []
+    started = StartedJobRegistry(queue=queue)
+    for job_id in reversed(claimed(conn, worker)):  # reversed: LPUSH keeps their order
+        if not unclaim(conn, worker, job_id):
+            continue
+        if job_id in started or conn.lpos(queue.key, job_id) is not None:
+            continue
+        if not conn.exists(Job.key_for(job_id)):
+            continue  # deleted while claimed
+        queue.push_job_id(job_id, at_front=True)
+        returned.append(job_id)
+    if not conn.exists(claimed_key(worker)):
+        conn.srem(CLAIMERS_KEY, worker)
+    return list(reversed(returned))

@@ -23,7 +23,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from src.asr.config import Settings
-from src.utils import history, stats, task_store
+from src.utils import history, job_queue, stats, task_store
 from src.utils.redis_client import worker_key
 from src.utils.task_store import TaskRecord, TaskStatus, utcnow
 
@@ -104,6 +104,15 @@ def requeue_abandoned(conn: redis.Redis, queue: Queue, settings: Settings) -> li
         )
         moved.append(job_id)
     return moved
+
+
+def return_claimed(conn: redis.Redis, queue: Queue, worker: str) -> list[str]:
+    """Requeue jobs a stopped worker claimed for a batch but never started; tasks back to queued."""
+    returned = job_queue.return_claimed(conn, queue, worker)
+    for job_id in returned:
+        task_store.update(conn, job_id, status=TaskStatus.QUEUED, stage="requeued", progress=0)
+        logger.warning(f"task={job_id} requeued: its worker {worker} stopped before running it")
+    return returned
 
 
 def mark_failed(

@@ -16,6 +16,8 @@ HISTORY_KEY = f"{KEY_PREFIX}:history:latest"
 AUDIO_INDEX_KEY = f"{KEY_PREFIX}:audio:index"
 STATS_KEY = f"{KEY_PREFIX}:stats"
 WORKER_KEY_PREFIX = f"{KEY_PREFIX}:worker:"
+CLAIMED_KEY_PREFIX = f"{KEY_PREFIX}:claimed:"
+CLAIMERS_KEY = f"{KEY_PREFIX}:claimers"
 
 # Errors that mean "Redis is unreachable or unhealthy": the API maps them to 503.
 REDIS_ERRORS: tuple[type[Exception], ...] = (
@@ -37,6 +39,11 @@ def seq_key(day: str) -> str:
 
 def worker_key(name: str) -> str:
     return f"{WORKER_KEY_PREFIX}{name}"
+
+
+def claimed_key(worker: str) -> str:
+    """Jobs a worker took off the queue for its current batch and has not started yet."""
+    return f"{CLAIMED_KEY_PREFIX}{worker}"
 
 
 def api_connection(settings: Settings) -> redis.Redis:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -12,7 +14,8 @@ from fastapi.testclient import TestClient
 
 from src.api.main import create_app
 from src.asr.config import Settings
-from tests.support.processes import RedisServer, WorkerProcess, service_env
+from tests.support.processes import RedisServer, WorkerProcess, service_env, wait_for
+from tests.support.tiny_models import ModelDirs
 
 
 @pytest.fixture(scope="session")
@@ -97,3 +100,60 @@ def service(tmp_path_factory: pytest.TempPathFactory, model_dirs: object) -> Ite
             worker.stop()
         server.stop()
         shutil.rmtree(storage, ignore_errors=True)
+
+
+class Env:
+    """A private Redis, storage and worker environment for this module's fault tests."""
+
+    def __init__(self, base: Path, models: ModelDirs) -> None:
+        self.base = base
+        self.redis = RedisServer(base / "redis").start()
+        self.storage = base / "storage"
+        self.storage.mkdir()
+        self.models = {"asr": models.asr, "vad": models.vad, "punc": models.punc}
+        self.workers: list[WorkerProcess] = []
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return service_env(self.redis.port, self.storage, self.models, **extra)
+
+    def settings(self, **overrides: object) -> Settings:
+        return make_settings(self.redis.port, self.storage, **overrides)
+
+    def conn(self) -> redis.Redis:
+        return self.redis.client()
+
+    def worker(self, name: str, **extra: str) -> WorkerProcess:
+        worker = WorkerProcess(name, self.env(**extra), self.base / "out").start()
+        self.workers.append(worker)
+        return worker
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop(10)
+        self.redis.stop()
+
+
+def submit(client: TestClient, path: Path) -> str:
+    with open(path, "rb") as fh:
+        resp = client.post("/api/v1/asr/submit", files={"audio": (path.name, fh)})
+    assert resp.status_code == 200, resp.text
+    return resp.json()["task_id"]
+
+
+def result(client: TestClient, task_id: str) -> dict[str, Any]:
+    return client.get(f"/api/v1/asr/result/{task_id}").json()
+
+
+def wait_status(client: TestClient, task_id: str, statuses: set[str], timeout: float) -> dict:
+    def check() -> dict | None:
+        body = result(client, task_id)
+        return body if body["status"] in statuses else None
+
+    return wait_for(check, timeout, 0.05, f"{task_id} in {statuses}")  # type: ignore[return-value]
+
+
+def history_lines(settings: Settings, task_id: str) -> list[dict[str, Any]]:
+    if not settings.history_file.exists():
+        return []
+    lines = [json.loads(x) for x in settings.history_file.read_text().splitlines()]
+    return [x for x in lines if x["task_id"] == task_id]
