@@ -39,7 +39,15 @@ def test_bench_smoke_writes_every_figure(tmp_path: Path):
         assert key in run
     assert run["machine"]["cpus"] >= 1
     assert run["versions"]["funasr"] and run["versions"]["rq"]
-    assert set(figs) == {"submit", "overhead", "throughput", "engine", "memory", "burst"}
+    assert set(figs) == {
+        "submit",
+        "overhead",
+        "throughput",
+        "engine",
+        "batching",
+        "memory",
+        "burst",
+    }
 
     for level in figs["submit"]["levels"]:
         assert level["errors"] == 0
@@ -62,6 +70,13 @@ def test_bench_smoke_writes_every_figure(tmp_path: Path):
     assert eng["rows"] and all(r["rtf_best"] > 0 for r in eng["rows"])
     assert {r["batch_size_s"] for r in eng["rows"]} == {60, 300}
 
+    bat = figs["batching"]["tiny"]
+    assert [r["jobs"] for r in bat["rows"]] == [1, 4]
+    assert all(r["wall_s_best"] > 0 and r["speedup"] > 0 for r in bat["rows"])
+    # Same clips, same text: batching must not change what a clip decodes to (a sentence edge
+    # may move by one 20 ms frame, so `identical` is reported, not asserted).
+    assert all(r["same_text"] == len(bat["clip_lengths_s"]) for r in bat["rows"])
+
     mem = figs["memory"]
     assert mem["api_rss_mb_idle"] > 0 and mem["api_hwm_mb"] >= mem["api_rss_mb_idle"]
     assert all(v and v > 0 for v in mem["worker_rss_mb_after_load"].values())
@@ -82,6 +97,7 @@ def test_bench_smoke_writes_every_figure(tmp_path: Path):
         "## 1. Submit latency",
         "## 2. Queue overhead and service throughput",
         "## 3. Engine speed (RTF)",
+        "## Cross-job batching",
         "## 4. Memory",
         "## 5. Burst",
     ):

@@ -9,6 +9,8 @@ line on stdout prefixed with `BENCH-JSON ` (FunASR prints to stdout too). Comman
   {"cmd": "loop", "name": "tiny", "files": [...], "batch_size_s": 500}     direct-loop throughput
   {"cmd": "rtf", "name": "full", "clips": [[seconds, path], ...], "batch_sizes": [60, 300],
    "reps": 2, "warmup": path}                                                engine RTF grid
+  {"cmd": "batch", "name": "full", "files": [...], "sizes": [4, 8], "rounds": 2}
+                                      one-by-one against cross-job batches on the same clips
   {"cmd": "unload", "name": "tiny"}   {"cmd": "quit"}
 
 Every answer carries the process's RSS. Running in its own process keeps the driver free of
@@ -32,7 +34,7 @@ _started = time.perf_counter()
 # the recognizer module itself imports it lazily, so import it here, before saying "ready".
 import funasr.auto.auto_model  # noqa: E402, F401
 
-from src.asr.recognizer import SpeechRecognizer, Stage  # noqa: E402
+from src.asr.recognizer import BatchRequest, SpeechRecognizer, Stage, Transcript  # noqa: E402
 
 IMPORT_S = time.perf_counter() - _started
 
@@ -192,6 +194,63 @@ def rtf(cmd: dict[str, Any]) -> dict[str, Any]:
     return {"warmup_s": warmup_s, "rows": rows, **_gpu_mb(rec.device), **_trim()}
 
 
+def _pass(rec: SpeechRecognizer, files: list[str], jobs: int) -> tuple[float, list[Any]]:
+    """All files once: one by one (jobs=1, as the worker does without batching) or in groups."""
+    _sync(rec.device)
+    t0 = time.perf_counter()
+    if jobs == 1:
+        out: list[Any] = [rec.recognize(f) for f in files]
+    else:
+        out = []
+        for i in range(0, len(files), jobs):
+            out += rec.recognize_batch([BatchRequest(audio=f) for f in files[i : i + jobs]])
+    _sync(rec.device)
+    return time.perf_counter() - t0, out
+
+
+def batch(cmd: dict[str, Any]) -> dict[str, Any]:
+    """Cross-job batching against one-by-one, alternating the order each round."""
+    rec = _models[cmd["name"]]
+    files = cmd["files"]
+    modes = [1, *cmd["sizes"]]
+    _pass(rec, files[:2], 2)  # warm-up, both paths
+    walls: dict[int, list[float]] = {m: [] for m in modes}
+    same: dict[int, int] = {}
+    same_text: dict[int, int] = {}
+    reference: list[Any] = []
+    for rnd in range(int(cmd.get("rounds", 2))):
+        for jobs in modes if rnd % 2 == 0 else modes[::-1]:
+            wall, out = _pass(rec, files, jobs)
+            walls[jobs].append(round(wall, 3))
+            if jobs == 1:
+                reference = out
+            else:  # round 0 runs one by one first, so there is always a reference
+                same_text[jobs] = sum(
+                    isinstance(b, Transcript) and a.text == b.text
+                    for a, b in zip(reference, out, strict=True)
+                )
+                same[jobs] = sum(
+                    isinstance(b, Transcript) and a.text == b.text and a.sentences == b.sentences
+                    for a, b in zip(reference, out, strict=True)
+                )
+    audio = sum(t.duration for t in reference)
+    best1 = min(walls[1])
+    rows = [
+        {
+            "jobs": jobs,
+            "wall_s_all": walls[jobs],
+            "wall_s_best": min(walls[jobs]),
+            "clips_per_s": round(len(files) / min(walls[jobs]), 3),
+            "rtf": round(min(walls[jobs]) / audio, 4),
+            "speedup": round(best1 / min(walls[jobs]), 3),
+            "identical": same.get(jobs, len(files)),
+            "same_text": same_text.get(jobs, len(files)),
+        }
+        for jobs in modes
+    ]
+    return {"clips": len(files), "audio_s": round(audio, 1), "rows": rows, **_gpu_mb(rec.device)}
+
+
 def _trim() -> dict[str, Any]:
     """RSS before and after glibc's malloc_trim(0), at the end (so no timing is affected): how
     much of the process's RSS is heap that was freed (load-time copies) but never returned."""
@@ -222,6 +281,8 @@ def main() -> int:
                 result = loop(cmd)
             elif name == "rtf":
                 result = rtf(cmd)
+            elif name == "batch":
+                result = batch(cmd)
             elif name == "unload":
                 _models.pop(cmd["name"], None)
                 gc.collect()

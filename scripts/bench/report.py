@@ -46,6 +46,10 @@ def merge(target_json: Path, partial_json: Path) -> dict[str, Any]:
 # --- targets --------------------------------------------------------------------------------------
 
 
+# A batching mode must beat one by one by more than the run-to-run noise to be a default.
+BATCHING_MIN_SPEEDUP = 1.1
+
+
 def _row(
     name: str, target: str, measured: str, ok: bool | None, gap: str = "", why: str = ""
 ) -> dict[str, Any]:
@@ -207,6 +211,20 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
 
+    for size, fig in (figs.get("batching") or {}).items():
+        best = max(fig["rows"], key=lambda r: r["speedup"])
+        faster = best["jobs"] > 1 and best["speedup"] > BATCHING_MIN_SPEEDUP
+        rows.append(
+            _row(
+                f"cross-job batching, {size} model on {fig['device_name']}",
+                f"faster than one by one to be on by default (> {BATCHING_MIN_SPEEDUP}x)",
+                ", ".join(f"{r['jobs']} jobs: {r['speedup']}x" for r in fig["rows"][1:]),
+                None,
+                "faster" if faster else "not faster",
+                "the full-size row decides the device's default (src/asr/config.py)",
+            )
+        )
+
     for _label, fig in _engine_figs(result):
         if not fig["device"].startswith("cuda"):
             continue
@@ -329,6 +347,8 @@ def render(result: dict[str, Any]) -> str:
     engines = _engine_figs(result)
     if engines:
         parts += _engine(engines)
+    if figs.get("batching"):
+        parts += _batching(figs["batching"])
     if "memory" in figs:
         parts += _memory(figs["memory"])
         parts += _design_memory(figs["memory"], engines)
@@ -603,6 +623,57 @@ def _engine(engines: list[tuple[str, dict[str, Any]]]) -> list[str]:
         "",
     ]
     return out
+
+
+def _batching(figs: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [
+        "## Cross-job batching",
+        "",
+        "The same Telegram-like clips (seeded, 5-30 s OGG/Opus) through "
+        "`SpeechRecognizer.recognize` one by one, as a worker without batching runs them, and "
+        "through `recognize_batch` in groups of N jobs, as a worker with `ASR_BATCH_JOBS=N` "
+        "runs them: every clip's VAD segments decoded in shared, length-sorted ASR batches, then "
+        "FunASR's own merge, punctuation and sentence split per clip. Wall time is the best of "
+        "the rounds (modes alternate each round); `same text` counts clips whose text equals the "
+        "one-by-one transcript, `identical` those whose sentence times are equal too (a sentence "
+        "edge can move by one 20 ms frame).",
+        "",
+    ]
+    for size, fig in figs.items():
+        rows = [
+            [
+                r["jobs"],
+                r["wall_s_best"],
+                ", ".join(str(x) for x in r["wall_s_all"]),
+                r["clips_per_s"],
+                r["rtf"],
+                f"{r['speedup']}x",
+                f"{r.get('same_text', '?')}/{len(fig['clip_lengths_s'])}",
+                f"{r['identical']}/{len(fig['clip_lengths_s'])}",
+            ]
+            for r in fig["rows"]
+        ]
+        lines += [
+            f"**{size} model ({fig['asr_params_m']} M params) on {fig['device_name']}, "
+            f"{fig['torch_threads']} torch thread(s)**: {len(fig['clip_lengths_s'])} clips, "
+            f"{fig['audio_s']} s of audio; {_cpu(fig)}.",
+            "",
+            _table(
+                [
+                    "jobs per pass",
+                    "best s",
+                    "all s",
+                    "clips/s",
+                    "RTF",
+                    "vs one by one",
+                    "same text",
+                    "identical",
+                ],
+                rows,
+            ),
+            "",
+        ]
+    return lines
 
 
 def _design_memory(mem: dict[str, Any], engines: list[tuple[str, dict[str, Any]]]) -> list[str]:

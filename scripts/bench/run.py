@@ -17,7 +17,8 @@ an H200, model build included); BENCH_GIT_COMMIT names the commit when the copy 
 
 Figures (modules beside this one): 1 submit latency (submit.py), 2 queue overhead and service
 throughput against a direct loop (overhead.py, throughput.py), 3 engine RTF of the full-size
-Paraformer-zh architecture (engine.py), 4 memory (memory.py), 5 burst (burst.py).
+Paraformer-zh architecture (engine.py) and cross-job batching against one by one (batching.py),
+4 memory (memory.py), 5 burst (burst.py).
 
 It starts its own redis-server, a real uvicorn API process and real worker processes
 (`python -m src.asr.worker`) on randomly initialised FunASR model dirs built by
@@ -41,11 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scripts.bench import burst, engine, memory, overhead, report, submit, throughput
+from scripts.bench import batching, burst, engine, memory, overhead, report, submit, throughput
 from scripts.bench.common import ROOT, hwm_mb, log, machine_info, rss_mb
 from scripts.bench.stack import Child, Stack, fixture_note, model_dirs, seeded_lengths, voice_note
 
-FIGURES = ("submit", "overhead", "throughput", "engine", "memory", "burst")
+FIGURES = ("submit", "overhead", "throughput", "engine", "batching", "memory", "burst")
 SERVICE_FIGURES = {"submit", "overhead", "throughput", "memory", "burst"}
 
 
@@ -66,8 +67,14 @@ class Config:
     engine_batches: list[int]
     engine_reps: int
     engine_reps_long: int  # for clips over 30 s
+    batching_models: list[str]
+    batching_clips: int
+    batching_sizes: list[int]
+    batching_rounds: int
     quiet_s: float
-    seeds: dict[str, int] = field(default_factory=lambda: {"throughput": 3, "burst": 5})
+    seeds: dict[str, int] = field(
+        default_factory=lambda: {"throughput": 3, "burst": 5, "batching": 7}
+    )
 
 
 def make_config(args: argparse.Namespace) -> Config:
@@ -89,6 +96,10 @@ def make_config(args: argparse.Namespace) -> Config:
             engine_batches=[60, 300],
             engine_reps=1,
             engine_reps_long=1,
+            batching_models=["tiny"],
+            batching_clips=4,
+            batching_sizes=[4],
+            batching_rounds=1,
             quiet_s=0,
         )
     return Config(
@@ -107,6 +118,10 @@ def make_config(args: argparse.Namespace) -> Config:
         engine_batches=[60, 300, 500],
         engine_reps=3 if gpu else 2,
         engine_reps_long=3 if gpu else 2,
+        batching_models=["full"] if gpu else ["full", "tiny"],
+        batching_clips=32 if gpu else 12,
+        batching_sizes=[4, 8, 16] if gpu else [4, 8],
+        batching_rounds=3 if gpu else 2,
         quiet_s=args.quiet,
     )
 
@@ -210,11 +225,15 @@ def run_figures(
     clips_dir = work / "clips"
     note10 = voice_note(10, clips_dir)
     service = bool(only & SERVICE_FIGURES)
-    need_child = bool(only & {"throughput", "engine"})
+    need_child = bool(only & {"throughput", "engine", "batching"})
+    batching_here = "batching" in only
 
-    tiny = model_dirs("tiny", cache) if (service or cfg.engine_size == "tiny") else {}
+    tiny_needed = service or cfg.engine_size == "tiny" or "tiny" in cfg.batching_models
+    tiny = model_dirs("tiny", cache) if tiny_needed else {}
     full: dict[str, str] = {}
-    if "engine" in only and cfg.engine_size == "full":
+    if ("engine" in only and cfg.engine_size == "full") or (
+        batching_here and "full" in cfg.batching_models
+    ):
         full = model_dirs("full", cache)
         if args.asr_model:
             full = {**full, "asr": str(args.asr_model)}
@@ -224,7 +243,9 @@ def run_figures(
         try:
             hello = child.wait_ready()
             log(f"engine child ready (import {hello['import_s']} s)")
-            figures["engine"] = _engine(args, cfg, child, full or tiny, clips_dir, [child.pid])
+            figures.update(
+                _engine_figures(args, cfg, only, child, tiny, full, clips_dir, [child.pid])
+            )
         finally:
             child.stop()
         return figures
@@ -308,16 +329,57 @@ def run_figures(
         if "memory" in only:
             figures["memory"] = mem
 
-        if "engine" in only and child is not None:
-            # The service is stopped first: the engine figure gets the whole machine.
+        if only & {"engine", "batching"} and child is not None:
+            # The service is stopped first: the engine figures get the whole machine.
             for w in list(stack.workers):
                 stack.stop_worker(w)
             stack.api.stop()
             stack.api = None
             child.call(cmd="unload", name="tiny")
-            figures["engine"] = _engine(args, cfg, child, full or tiny, clips_dir, stack.pids())
+            figures.update(
+                _engine_figures(args, cfg, only, child, tiny, full, clips_dir, stack.pids())
+            )
     finally:
         stack.stop()
+    return figures
+
+
+def _engine_figures(
+    args: argparse.Namespace,
+    cfg: Config,
+    only: set[str],
+    child: Child,
+    tiny: dict[str, str],
+    full: dict[str, str],
+    clips_dir: Path,
+    own_pids: list[int],
+) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    if "engine" in only:
+        dirs = full if cfg.engine_size == "full" else tiny
+        figures["engine"] = _engine(args, cfg, child, dirs, clips_dir, own_pids)
+    if "batching" in only:
+        lengths = seeded_lengths(cfg.batching_clips, 5, 30, cfg.seeds["batching"])
+        if cfg.mode == "smoke":
+            lengths = [min(x, 8) for x in lengths]
+        files = [voice_note(s, clips_dir) for s in lengths]
+        threads = args.engine_threads or (1 if args.device == "cpu" else (os.cpu_count() or 1))
+        figures["batching"] = {
+            size: batching.run(
+                child,
+                full if size == "full" else tiny,
+                size=size if size == "tiny" or args.asr_model is None else "real",
+                device=args.device,
+                threads=threads,
+                files=files,
+                lengths=lengths,
+                sizes=cfg.batching_sizes,
+                rounds=cfg.batching_rounds,
+                own_pids=own_pids,
+                quiet_s=cfg.quiet_s,
+            )
+            for size in cfg.batching_models
+        }
     return figures
 
 
