@@ -364,3 +364,37 @@ def test_decode_enforces_the_limit_without_a_declared_duration(samples_dir: Path
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert audio.format_duration(seconds) == text
+
+
+def _damage(data: bytes, how: str) -> bytes:
+    out = bytearray(data)
+    mid = len(out) // 2
+    if how == "zeros_mid":
+        out[mid : mid + 200] = bytes(200)
+    elif how == "garbage_mid":
+        out[mid : mid + 2000] = np.random.default_rng(0).integers(0, 256, 2000, np.uint8).tobytes()
+    elif how == "bit_flips":
+        for i in range(1000, len(out), 997):
+            out[i] ^= 0x55
+    elif how == "truncated":
+        del out[len(out) // 3 :]
+    return bytes(out)
+
+
+@pytest.mark.parametrize("how", ["intact", "zeros_mid", "garbage_mid", "bit_flips", "truncated"])
+def test_ogg_upload_check_reads_pages_and_agrees_with_a_full_decode(tmp_path: Path, how: str):
+    """`verify` skips decoding Ogg (page CRCs catch damage); its verdict must be the decoder's."""
+    path = tmp_path / f"{how}.ogg"
+    path.write_bytes(_damage(SPEECH_OGG.read_bytes(), how))
+    try:
+        audio.load_audio(path)
+        decoded = "ok"
+    except AudioError as exc:
+        decoded = exc.reason
+    try:
+        audio.verify(path)
+        checked = "ok"
+    except AudioError as exc:
+        checked = exc.reason
+    assert checked == decoded
+    assert (how == "bit_flips") == (checked == "corrupt")
