@@ -37,7 +37,6 @@ from schemathesis.specs.openapi.checks import (
 from src.api.main import create_app
 from src.asr.config import Settings
 from src.utils import file_handler, job_queue, task_store
-from src.utils.redis_client import worker_key
 from src.utils.task_store import TaskRecord, utcnow
 from tests.support.audio_samples import SPEECH_WAV, make_format
 
@@ -99,7 +98,7 @@ def seed_state(conn: redis.Redis, settings: Settings, work: Path) -> None:
         Queue(settings.rq_queue_name, connection=conn), EXAMPLE_ID, settings
     )
     beacon = {"name": "worker-1", "device": "cpu", "model_loaded": True, "current_task": None}
-    conn.set(worker_key("worker-1"), json.dumps(beacon), ex=600)
+    job_queue.publish_readiness(conn, "worker-1", json.dumps(beacon), 600)
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from rq.timeouts import JobTimeoutException
 from src.api.tasks import describe_failure, recognize_with_oom_retry
 from src.asr.config import DEFAULT_BATCH_JOBS_CPU, DEFAULT_BATCH_JOBS_GPU, Settings
 from src.asr.recognizer import RecognitionError, Transcript
-from src.utils import job_queue
+from src.utils import file_handler, job_queue
+from src.utils.redis_client import AUDIO_PINNED_KEY
 from src.utils.task_store import TaskRecord
 from tests.support.fixtures import make_settings
 
@@ -104,3 +105,21 @@ def test_batching_defaults_by_device_and_can_be_set(storage: Path):
     assert make_settings(6379, storage, asr_device="cuda").batch_jobs == DEFAULT_BATCH_JOBS_GPU
     assert make_settings(6379, storage, asr_device="cpu").batch_jobs == DEFAULT_BATCH_JOBS_CPU
     assert make_settings(6379, storage, asr_device="cpu", asr_batch_jobs=4).batch_jobs == 4
+
+
+def test_retention_skips_pinned_recordings_without_reading_their_tasks(
+    conn: redis.Redis, storage: Path
+):
+    settings = make_settings(6379, storage, max_recordings=3)
+    settings.recordings_dir.mkdir(parents=True)
+    names = [f"2026-11-28_{i:03d}_{'0' * 24}.ogg" for i in range(10)]
+    for i, name in enumerate(names):
+        (settings.recordings_dir / name).write_bytes(b"x")
+        file_handler.index_recording(conn, name, float(i))  # pinned: queued
+    for name in names[:4]:  # the four oldest finished (no task record left: expired)
+        file_handler.unpin(conn, name)
+    removed = file_handler.enforce_retention(conn, settings)
+    assert sorted(removed) == names[:4]
+    assert sorted(p.name for p in settings.recordings_dir.iterdir()) == names[4:]
+    file_handler.delete_recording(conn, settings, names[5])
+    assert not conn.sismember(AUDIO_PINNED_KEY, names[5])

@@ -228,6 +228,7 @@ def transcribe(task_id: str) -> dict[str, Any]:
     if done is not None:
         history.record(conn, settings.history_file, done, settings.max_history_records)
     stats.record_done(conn, transcript.duration, transcript.processing_time)
+    file_handler.unpin(conn, record.file)
     file_handler.enforce_retention(conn, settings)
     logger.info(
         f"{worker_name()} task={task_id} status=completed text_length={len(transcript.text)} "

@@ -26,7 +26,7 @@ from src.asr.audio import SUPPORTED_FORMATS, AudioError, probe, verify
 from src.asr.config import Settings
 from src.utils import file_handler, history, job_queue, stats, task_store
 from src.utils.file_handler import StorageFullError, UploadTooLargeError
-from src.utils.redis_client import REDIS_ERRORS, WORKER_KEY_PREFIX
+from src.utils.redis_client import READY_WORKERS_KEY, REDIS_ERRORS, worker_key
 from src.utils.task_store import TaskRecord, TaskStatus, utcnow
 
 API_PREFIX = "/api/v1"
@@ -149,7 +149,7 @@ def _undo_submit(conn: redis.Redis, settings: Settings, task_id: str, name: str)
         path.unlink(missing_ok=True)
     try:
         task_store.delete(conn, task_id)
-        conn.zrem(file_handler.AUDIO_INDEX_KEY, name)
+        file_handler.delete_recording(conn, settings, name)
     except REDIS_ERRORS:
         logger.error(f"task={task_id} could not be rolled back in Redis; it was never enqueued")
 
@@ -224,6 +224,7 @@ def retry(conn: redis.Redis, queue: Queue, settings: Settings, task_id: str) -> 
         }
     )
     task_store.save(conn, fresh)  # no TTL while it waits again
+    file_handler.pin(conn, record.file)
     job_queue.enqueue_transcription(queue, task_id, settings)
     return _queued(conn, queue, task_id)
 
@@ -282,8 +283,8 @@ async def health(aconn: redis.asyncio.Redis, started: float) -> tuple[int, dict[
     try:
         await aconn.ping()
         body["redis_connected"] = True
-        keys = [k async for k in aconn.scan_iter(match=f"{WORKER_KEY_PREFIX}*", count=100)]
-        raw = await aconn.mget(keys) if keys else []
+        names = await aconn.zrange(READY_WORKERS_KEY, 0, -1)
+        raw = await aconn.mget([worker_key(n.decode()) for n in names]) if names else []
     except (*REDIS_ERRORS, TimeoutError, OSError):
         body.update(status="unavailable", error="Redis is unreachable")
         return 503, body

@@ -18,7 +18,7 @@ import redis
 
 from src.asr.config import Settings
 from src.utils import task_store
-from src.utils.redis_client import AUDIO_INDEX_KEY
+from src.utils.redis_client import AUDIO_INDEX_KEY, AUDIO_PINNED_KEY
 from src.utils.task_store import TaskStatus
 
 CHUNK_SIZE = 1024 * 1024
@@ -94,7 +94,19 @@ def content_type(name: str) -> str:
 
 
 def index_recording(conn: redis.Redis, name: str, uploaded_at: float | None = None) -> None:
+    """Index a new recording, pinned: its task is queued, so retention must keep it."""
     conn.zadd(AUDIO_INDEX_KEY, {name: uploaded_at if uploaded_at is not None else time.time()})
+    conn.sadd(AUDIO_PINNED_KEY, name)
+
+
+def pin(conn: redis.Redis, name: str) -> None:
+    """Its task is queued again (retry): keep the recording until the job ends."""
+    conn.sadd(AUDIO_PINNED_KEY, name)
+
+
+def unpin(conn: redis.Redis, name: str) -> None:
+    """Its job ended (done, failed, deleted): retention may now remove the recording."""
+    conn.srem(AUDIO_PINNED_KEY, name)
 
 
 def task_id_of(name: str) -> str:
@@ -114,11 +126,18 @@ def enforce_retention(conn: redis.Redis, settings: Settings) -> list[str]:
     """Delete recordings beyond the newest MAX_RECORDINGS, oldest first; returns what went.
 
     ZREM decides who deletes a file, so concurrent callers never race on one file. A recording
-    whose task is queued or processing is skipped: deleting it would fail an accepted job.
+    whose task is queued or processing is skipped: deleting it would fail an accepted job. The
+    pinned set says which those are in one round trip, however long the backlog; the task
+    record is still read for each file about to go, so a missed unpin never costs a job.
     """
     removed: list[str] = []
-    newest_first = conn.zrevrange(AUDIO_INDEX_KEY, 0, -1)
-    for raw in newest_first[settings.max_recordings :]:
+    surplus = conn.zrevrange(AUDIO_INDEX_KEY, settings.max_recordings, -1)
+    if not surplus:
+        return removed
+    pinned = conn.smismember(AUDIO_PINNED_KEY, surplus)
+    for raw, is_pinned in zip(surplus, pinned, strict=True):
+        if is_pinned:
+            continue
         name = raw.decode() if isinstance(raw, bytes) else str(raw)
         record = task_store.load(conn, task_id_of(name))
         if record is not None and record.status in (TaskStatus.QUEUED, TaskStatus.PROCESSING):
@@ -133,6 +152,7 @@ def enforce_retention(conn: redis.Redis, settings: Settings) -> list[str]:
 
 def delete_recording(conn: redis.Redis, settings: Settings, name: str) -> bool:
     conn.zrem(AUDIO_INDEX_KEY, name)
+    conn.srem(AUDIO_PINNED_KEY, name)
     path = recording_path(settings, name)
     if path is None:
         return False

@@ -7,6 +7,7 @@ job module (nor torch/FunASR behind it). The RQ job id is the task id.
 from __future__ import annotations
 
 import math
+import time
 
 import redis
 from rq import Queue, Worker
@@ -15,7 +16,7 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from src.asr.config import Settings
 from src.utils import stats
-from src.utils.redis_client import CLAIMERS_KEY, WORKER_KEY_PREFIX, claimed_key
+from src.utils.redis_client import CLAIMERS_KEY, READY_WORKERS_KEY, claimed_key, worker_key
 
 JOB_FUNC = "src.api.tasks.transcribe"
 FAILURE_CALLBACK = "src.api.tasks.on_failure"
@@ -48,9 +49,29 @@ def position(queue: Queue, job_id: str) -> int | None:
     return None if pos is None else pos + 1
 
 
-def ready_workers(conn: redis.Redis) -> list[bytes]:
-    """Keys of workers that published readiness (model loaded) within their TTL."""
-    return list(conn.scan_iter(match=f"{WORKER_KEY_PREFIX}*", count=100))
+def publish_readiness(conn: redis.Redis, name: str, payload: str, ttl_s: int) -> None:
+    """A worker's beacon (expires unless refreshed) and its name in the index readers use."""
+    now = time.time()
+    with conn.pipeline() as pipe:
+        pipe.set(worker_key(name), payload, ex=ttl_s)
+        pipe.zadd(READY_WORKERS_KEY, {name: now})
+        # Names not seen for a minute (killed workers) leave the index.
+        pipe.zremrangebyscore(READY_WORKERS_KEY, "-inf", now - 60)
+        pipe.execute()
+
+
+def withdraw_readiness(conn: redis.Redis, name: str) -> None:
+    with conn.pipeline() as pipe:
+        pipe.delete(worker_key(name))
+        pipe.zrem(READY_WORKERS_KEY, name)
+        pipe.execute()
+
+
+def ready_workers(conn: redis.Redis) -> list[str]:
+    """Names of workers whose readiness beacon (model loaded) has not expired."""
+    names = [raw.decode() for raw in conn.zrange(READY_WORKERS_KEY, 0, -1)]
+    beacons = conn.mget([worker_key(name) for name in names]) if names else []
+    return [name for name, beacon in zip(names, beacons, strict=True) if beacon]
 
 
 def estimated_wait(conn: redis.Redis, ahead: int, workers: int) -> int:

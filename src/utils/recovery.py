@@ -23,7 +23,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from src.asr.config import Settings
-from src.utils import history, job_queue, stats, task_store
+from src.utils import file_handler, history, job_queue, stats, task_store
 from src.utils.redis_client import worker_key
 from src.utils.task_store import TaskRecord, TaskStatus, utcnow
 
@@ -130,6 +130,7 @@ def mark_failed(
     )
     if failed is not None:
         history.record(conn, settings.history_file, failed, settings.max_history_records)
+        file_handler.unpin(conn, failed.file)
     stats.record_failed(conn)
     return failed
 

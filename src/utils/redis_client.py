@@ -14,8 +14,13 @@ from src.asr.config import Settings
 KEY_PREFIX = "asr"
 HISTORY_KEY = f"{KEY_PREFIX}:history:latest"
 AUDIO_INDEX_KEY = f"{KEY_PREFIX}:audio:index"
+# Recordings whose task is queued or running: retention skips them without loading the task.
+AUDIO_PINNED_KEY = f"{KEY_PREFIX}:audio:pinned"
 STATS_KEY = f"{KEY_PREFIX}:stats"
 WORKER_KEY_PREFIX = f"{KEY_PREFIX}:worker:"
+# Names of workers that published a beacon (scored by when it was last seen): the index that
+# spares readers a SCAN of the keyspace. The beacons' own TTL still decides who is ready.
+READY_WORKERS_KEY = f"{KEY_PREFIX}:workers"
 CLAIMED_KEY_PREFIX = f"{KEY_PREFIX}:claimed:"
 CLAIMERS_KEY = f"{KEY_PREFIX}:claimers"
 
