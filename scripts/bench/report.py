@@ -85,11 +85,11 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 f"queueing, not per-request cost: {c} clients in a closed loop at {rps} req/s "
                 f"spend {c / rps * 1000:.0f} ms each in the system on average (Little's law); "
                 f"alone (c={one['concurrency']}) a submit takes {one['latency_ms']['p50']} ms "
-                f"(API time {one['server_ms']['p50']} ms: store and check the upload by "
-                f"decoding it, Redis round trips, the retention scan), and within the level the "
-                f"median grows from {top.get('p50_first_fifth_ms')} to "
-                f"{top.get('p50_last_fifth_ms')} ms as the backlog (and the per-submit retention "
-                f"scan) grows. One uvicorn process on {result['run']['machine']['cpus']} shared "
+                f"(API time {one['server_ms']['p50']} ms: store and check the upload, Redis "
+                f"round trips), and within the level the median goes from "
+                f"{top.get('p50_first_fifth_ms')} to {top.get('p50_last_fifth_ms')} ms (the "
+                f"first fifth includes the ramp-up, when fewer clients are waiting). One uvicorn "
+                f"process on {result['run']['machine']['cpus']} shared "
                 f"cores; p99 <= {SUBMIT_P99_MS:.0f} ms at {c} concurrent would need "
                 f"~{c / (SUBMIT_P99_MS / 1000):.0f} req/s"
             )
@@ -113,7 +113,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         before = (parts.get("api_before_enqueue") or {}).get("p50")
         why = (
             f"not the queue: of the median, {before} ms is the API storing and checking "
-            f"(decoding) the upload before it enqueues (created_at is stamped first), the queue's "
+            f"the upload before it enqueues (created_at is stamped first), the queue's "
             f"own pick-up is {pick} ms and the job's work outside the recognizer "
             f"{parts['in_job_outside_engine']['p50']} ms"
         )
@@ -324,7 +324,9 @@ def render(result: dict[str, Any]) -> str:
         "**What runs**: a private `redis-server` (deploy/redis/redis.conf, AOF on), the API as "
         "production starts it (`python -m uvicorn src.api.main:app --no-access-log`, one process), "
         "and real RQ worker processes (`python -m src.asr.worker`, `ASR_CPU_THREADS` "
-        f"{run['config']['threads']} each). **The service figures (1, 2, 4, 5) use the tiny, "
+        f"{run['config']['threads']} each, `ASR_BATCH_JOBS` 1 so that each job is one "
+        "`recognize` call; the batching gain is its own figure). "
+        "**The service figures (1, 2, 4, 5) use the tiny, "
         "randomly initialised FunASR models** of `tests/support/tiny_models.py` (SeACo-Paraformer "
         "d=64 + genuine FSMN-VAD + tiny CT-punc) on CPU: they measure the service around the "
         "engine, not the engine. **The engine figure (3) uses a randomly initialised model with "

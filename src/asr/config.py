@@ -29,7 +29,7 @@ PositiveInt = Annotated[int, Field(gt=0)]
 
 # Cross-job batch sizes used when ASR_BATCH_JOBS is 0, from scripts/bench/batching.py.
 DEFAULT_BATCH_JOBS_GPU = 8
-DEFAULT_BATCH_JOBS_CPU = 1
+DEFAULT_BATCH_JOBS_CPU = 4
 
 
 def parse_size(value: str | int) -> int:
