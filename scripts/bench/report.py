@@ -39,6 +39,9 @@ def merge(target_json: Path, partial_json: Path) -> dict[str, Any]:
         key = name
         if name == "engine":
             key = f"engine_{fig.get('device', 'cpu').split(':')[0]}"
+        elif name == "batching":
+            devices = {f.get("device", "cpu").split(":")[0] for f in fig.values()}
+            key = f"batching_{'_'.join(sorted(devices))}"
         base.setdefault("extra", {})[key] = {"run": part["run"], "figure": fig}
     return base
 
@@ -213,7 +216,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
 
-    for size, fig in (figs.get("batching") or {}).items():
+    for size, fig in _batching_figs(result).items():
         faster = [r["jobs"] for r in fig["rows"] if _always_faster(fig, r["jobs"])]
         rows.append(
             _row(
@@ -245,6 +248,16 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
     return rows
+
+
+def _batching_figs(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """This run's batching figures plus merged ones (a GPU box's `--only batching` run)."""
+    out = dict(result.get("figures", {}).get("batching") or {})
+    for key, item in result.get("extra", {}).items():
+        if key.startswith("batching"):
+            for size, fig in item["figure"].items():
+                out[f"{size}, separate run {item['run']['date'][:16]}"] = fig
+    return out
 
 
 def _engine_figs(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -352,8 +365,9 @@ def render(result: dict[str, Any]) -> str:
     engines = _engine_figs(result)
     if engines:
         parts += _engine(engines)
-    if figs.get("batching"):
-        parts += _batching(figs["batching"])
+    batching_figs = _batching_figs(result)
+    if batching_figs:
+        parts += _batching(batching_figs)
     if "memory" in figs:
         parts += _memory(figs["memory"])
         parts += _design_memory(figs["memory"], engines)

@@ -5,6 +5,7 @@
     uv run python -m scripts.bench.run --only submit,burst            # a subset, to a temp dir
     uv run python -m scripts.bench.run --only engine --device cuda    # GPU box: engine RTF only
     uv run python -m scripts.bench.run --merge /path/performance.json # add a GPU run to the report
+    uv run python -m scripts.bench.run --only engine,batching --device cuda --out DIR  # GPU box
     uv run python -m scripts.bench.run --render        # re-render PERFORMANCE.md from the JSON
 
 The engine-only mode needs only the engine's packages (no redis-server, no rq): on an offline GPU
