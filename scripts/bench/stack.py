@@ -17,13 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import redis
 
 from scripts.bench.common import ROOT, log
 from tests.support.audio_samples import SPEECH_OGG, SPEECH_WAV, encode_audio, read_wav
-from tests.support.processes import RedisServer, WorkerProcess, free_port, service_env, wait_for
+from tests.support.processes import (
+    ApiProcess,
+    RedisServer,
+    WorkerProcess,
+    service_env,
+)
 
 MODEL_CACHE = ROOT / "tests" / ".cache" / "models"
 
@@ -88,73 +92,6 @@ def model_dirs(size: str, cache: Path = MODEL_CACHE) -> dict[str, str]:
 
 
 # --- processes ------------------------------------------------------------------------------------
-
-
-class ApiProcess:
-    """`python -m uvicorn src.api.main:app` as production runs it (one process, no access log)."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env = env
-        self.port = free_port()
-        self.log_path = log_dir / "api.out"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> ApiProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        out = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "src.api.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        out.close()
-        return self
-
-    def wait_up(self, timeout: float = 60) -> None:
-        def up() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"API exited: {self.log_path.read_text(errors='replace')[-3000:]}"
-                )
-            try:
-                return httpx.get(self.url + "/api/v1/health", timeout=2).status_code in (200, 503)
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, timeout, 0.2, "the API")
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid if self.proc else 0
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        self.proc = None
 
 
 class Child:
@@ -270,8 +207,8 @@ class Stack:
             TASK_TTL_SECONDS="3600",
             CUDA_VISIBLE_DEVICES="",
         )
-        self.api = ApiProcess(self.env, self.logs).start()
-        self.api.wait_up()
+        # As production runs it: one process, no access log.
+        self.api = ApiProcess(self.env, self.logs / "api.out", ("--log-level", "warning")).start()
 
     def start_workers(self, count: int) -> list[WorkerProcess]:
         started = []

@@ -179,15 +179,20 @@ class WorkerProcess:
 class ApiProcess:
     """`uvicorn src.api.main:app` as a real process, configured by its environment alone."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()) -> None:
         self.env = env
         self.port = free_port()
         self.log_path = log_path
+        self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc else 0
 
     def start(self, ready_path: str = "/api/v1/asr/queue/status") -> ApiProcess:
         import httpx
@@ -205,6 +210,7 @@ class ApiProcess:
                 "--port",
                 str(self.port),
                 "--no-access-log",
+                *self.args,
             ],
             cwd=ROOT,
             env={**self.env, "API_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1"},
