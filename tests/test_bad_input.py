@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 import unicodedata
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -34,7 +36,7 @@ from src.api.main import create_app
 from src.asr.config import Settings
 from src.utils import task_store
 from src.utils.redis_client import AUDIO_INDEX_KEY
-from src.utils.task_store import TaskStatus, utcnow
+from src.utils.task_store import TASK_ID_PATTERN, TaskStatus, utcnow
 from tests.support.audio_samples import BAD_INPUTS, SPEECH_WAV, make_bad_input, make_long
 from tests.support.fixtures import make_settings
 from tests.support.processes import ROOT, ApiProcess, RedisServer
@@ -299,6 +301,15 @@ def route_cases() -> list[Case]:
         ("nul", "%00", 422, "Invalid task id"),
         ("crlf", "x%0D%0AX-Injected:%201", 422, "Invalid task id"),
         ("10KB", "A" * 10_240, 422, "Invalid task id"),
+        # `\d` and `$` let these through to a 404 lookup: ASCII digits only, nothing after.
+        ("trailing_newline", UNKNOWN_ID + "%0A", 422, "Invalid task id"),
+        ("arabic_indic_digits", quote("٢٠٢٥") + UNKNOWN_ID[4:], 422, "Invalid task id"),
+        (
+            "fullwidth_digits",
+            UNKNOWN_ID[:11] + quote("００１") + UNKNOWN_ID[14:],
+            422,
+            "Invalid task id",
+        ),
         ("unknown", UNKNOWN_ID, 404, None),
     ]
     cases = []
@@ -610,6 +621,25 @@ def test_bad_input(
     if case.check is not None:
         case.check(body, resp)
     case.state(conn, settings)
+
+
+# --- what the schema publishes and what is still accepted ---------------------------------
+
+
+def test_the_task_id_pattern_is_published_and_is_the_check(client: TestClient):
+    """Every {task_id} route's parameter carries the pattern a client can check ids against,
+    and it accepts exactly what the API accepts (ECMA regex: `$` is the end of the text)."""
+    spec = client.get("/openapi.json").json()
+    for method, template in TASK_ROUTES:
+        operation = spec["paths"][template.format("{task_id}")][method.lower()]
+        (param,) = [p for p in operation["parameters"] if p["name"] == "task_id"]
+        assert param["schema"]["pattern"] == TASK_ID_PATTERN, (method, template)
+    schema = re.compile(TASK_ID_PATTERN, re.ASCII)
+    for task_id in (UNKNOWN_ID, "2025-12-01_123456_" + "a" * 24):
+        assert schema.fullmatch(task_id) and task_store.is_valid_task_id(task_id)
+    for task_id in (UNKNOWN_ID + "\n", "٢٠٢٥" + UNKNOWN_ID[4:], UNKNOWN_ID[:15] + "A" * 24, "x"):
+        assert not task_store.is_valid_task_id(task_id), task_id
+        assert not schema.fullmatch(task_id), task_id
 
 
 # --- client file names ---------------------------------------------------------------------

@@ -13,7 +13,7 @@ from rq import Queue
 from src.api.errors import APIError
 from src.asr.config import Settings, get_settings
 from src.utils.job_queue import get_queue
-from src.utils.task_store import is_valid_task_id
+from src.utils.task_store import TASK_ID_PATTERN, is_valid_task_id
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
@@ -55,9 +55,12 @@ def valid_task_id(
         Path(
             description="the id returned by submit: `YYYY-MM-DD_NNN_` + 24 hex digits",
             examples=["2025-12-01_001_0a1b2c3d4e5f60718293a4b5"],
+            # Published only: FastAPI's own check would answer in its generic 422 shape.
+            json_schema_extra={"pattern": TASK_ID_PATTERN},
         ),
     ],
 ) -> str:
+    """A malformed id is a 422 before any lookup: it could never name a task."""
     if not is_valid_task_id(task_id):
         raise APIError(422, "Invalid task id", task_id=task_id[:100])
     return task_id

@@ -17,9 +17,11 @@ from pydantic import BaseModel, Field
 
 from src.utils.redis_client import seq_key, task_key
 
-# YYYY-MM-DD_NNN_ + 96 random bits: readable, sortable by day, unguessable.
-TASK_ID_RE = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{3,6}_[0-9a-f]{24}$")
-TASK_ID_PATTERN = TASK_ID_RE.pattern
+# YYYY-MM-DD_NNN_ + 96 random bits: readable, sortable by day, unguessable. ASCII classes only
+# (`\d` takes any Unicode digit) and checked with fullmatch (`$` also matches before a final
+# newline); the same text is the OpenAPI pattern, where `$` is the end of the id.
+TASK_ID_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}_[0-9]{3,6}_[0-9a-f]{24}$"
+TASK_ID_RE = re.compile(TASK_ID_PATTERN)
 
 
 class TaskStatus(str, Enum):
@@ -69,7 +71,7 @@ def utcnow() -> datetime:
 
 
 def is_valid_task_id(task_id: str) -> bool:
-    return bool(TASK_ID_RE.match(task_id))
+    return TASK_ID_RE.fullmatch(task_id) is not None
 
 
 def new_task_id(conn: redis.Redis, now: datetime | None = None) -> str:
