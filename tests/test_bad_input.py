@@ -34,6 +34,7 @@ from rq.job import Job
 
 from src.api.main import create_app
 from src.asr.config import Settings
+from src.asr.hotwords import MAX_HOTWORDS
 from src.utils import task_store
 from src.utils.redis_client import AUDIO_INDEX_KEY
 from src.utils.task_store import TASK_ID_PATTERN, TaskStatus, utcnow
@@ -290,6 +291,47 @@ def status_is(expected: str) -> Check:
     return check
 
 
+def two_parts(name: bytes) -> Callable[[Ctx], httpx.Response]:
+    """The same field twice in one form: a server that kept only the last would hide it."""
+
+    def send(ctx: Ctx) -> httpx.Response:
+        wav = SPEECH_WAV.read_bytes()
+        first = multipart(b"a.wav", wav)[: -len(f"--{BOUNDARY}--\r\n")]
+        if name == b"audio":
+            second = multipart(b"b.wav", wav)
+        else:
+            second = (
+                f"--{BOUNDARY}\r\n".encode()
+                + b'Content-Disposition: form-data; name="'
+                + name
+                + b'"\r\n\r\nzh\r\n'
+                + f"--{BOUNDARY}\r\n".encode()
+                + b'Content-Disposition: form-data; name="'
+                + name
+                + b'"\r\n\r\nen\r\n'
+                + f"--{BOUNDARY}--\r\n".encode()
+            )
+        return post_raw(ctx, first + second, f"multipart/form-data; boundary={BOUNDARY}")
+
+    return send
+
+
+def download_range(value: str) -> Callable[[Ctx], httpx.Response]:
+    """A stored recording fetched with the given Range header."""
+
+    def send(ctx: Ctx) -> httpx.Response:
+        task_id = submit_ok(ctx)
+        return ctx.client.get(f"/api/v1/asr/audio/{task_id}", headers={"Range": value})
+
+    return send
+
+
+def unsatisfiable(body: dict, resp: httpx.Response) -> None:
+    size = SPEECH_WAV.stat().st_size
+    assert resp.headers["content-range"] == f"bytes */{size}"
+    assert body["size"] == size
+
+
 def route_cases() -> list[Case]:
     """Every {task_id} route with ids that are paths, globs, huge or simply unknown."""
     ids: list[tuple[str, str, int, str | None]] = [
@@ -482,6 +524,27 @@ CASES: list[Case] = [
         body_has(invalid=["http://example.invalid/x.txt"]),
     ),
     Case(
+        "two_audio_parts",
+        two_parts(b"audio"),
+        422,
+        "Invalid request",
+        invalid_field("body.audio", "sent 2 times"),
+    ),
+    Case(
+        "two_language_fields",
+        two_parts(b"language"),
+        422,
+        "Invalid request",
+        invalid_field("body.language", "sent 2 times"),
+    ),
+    Case(
+        "too_many_hotwords",
+        with_form(hotwords=" ".join(f"词{i}" for i in range(MAX_HOTWORDS + 1))),
+        422,
+        "Too many hotwords",
+        body_has(max_hotwords=MAX_HOTWORDS, count=MAX_HOTWORDS + 1),
+    ),
+    Case(
         "history_limit_zero",
         lambda ctx: ctx.client.get("/api/v1/asr/history?limit=0"),
         422,
@@ -592,6 +655,30 @@ CASES: list[Case] = [
         status_is("queued"),
         state=only_the_task_remains(TaskStatus.QUEUED, jobs=1),
     ),
+    # A stored recording asked for with a Range it cannot serve.
+    *(
+        Case(
+            f"range_{row}",
+            download_range(value),
+            400,
+            "Invalid Range header",
+            body_has(detail=detail),
+            state=only_the_task_remains(TaskStatus.QUEUED, jobs=1),
+        )
+        for row, value, detail in [
+            ("without_equals", "bytes", "Malformed range header."),
+            ("not_numbers", "bytes=a-b", "Range header: range must be requested"),
+            ("start_after_end", "bytes=500-100", "Range header: start must be less than end"),
+        ]
+    ),
+    Case(
+        "range_past_the_end",
+        download_range("bytes=99999999-"),
+        416,
+        "Range not satisfiable",
+        unsatisfiable,
+        state=only_the_task_remains(TaskStatus.QUEUED, jobs=1),
+    ),
     *route_cases(),
 ]
 
@@ -640,6 +727,34 @@ def test_the_task_id_pattern_is_published_and_is_the_check(client: TestClient):
     for task_id in (UNKNOWN_ID + "\n", "٢٠٢٥" + UNKNOWN_ID[4:], UNKNOWN_ID[:15] + "A" * 24, "x"):
         assert not task_store.is_valid_task_id(task_id), task_id
         assert not schema.fullmatch(task_id), task_id
+
+
+def test_hotwords_up_to_the_limit_are_all_kept(client: TestClient, conn: redis.Redis):
+    """MAX_HOTWORDS distinct words (repeats do not count) go through whole, in order."""
+    words = [f"词{i}" for i in range(MAX_HOTWORDS)]
+    resp = client.post(
+        SUBMIT,
+        files={"audio": ("a.wav", SPEECH_WAV.read_bytes())},
+        data={"hotwords": " ".join(words + words[:50])},
+    )
+    assert resp.status_code == 200, resp.text
+    record = task_store.load(conn, resp.json()["task_id"])
+    assert record is not None and record.hotwords == words
+
+
+def test_valid_ranges_still_work(client: TestClient):
+    """The Range check only turns errors into JSON: good ranges get 206, and a unit other than
+    bytes is ignored (RFC 9110 section 14.2), not refused."""
+    wav = SPEECH_WAV.read_bytes()
+    resp = client.post(SUBMIT, files={"audio": ("a.wav", wav)})
+    url = f"/api/v1/asr/audio/{resp.json()['task_id']}"
+    part = client.get(url, headers={"Range": "bytes=10-19"})
+    assert part.status_code == 206 and part.content == wav[10:20]
+    assert part.headers["content-range"] == f"bytes 10-19/{len(wav)}"
+    tail = client.get(url, headers={"Range": "bytes=-5"})
+    assert tail.status_code == 206 and tail.content == wav[-5:]
+    other_unit = client.get(url, headers={"Range": "items=0-1"})
+    assert other_unit.status_code == 200 and other_unit.content == wav
 
 
 # --- client file names ---------------------------------------------------------------------

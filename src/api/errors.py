@@ -33,6 +33,31 @@ def not_found(task_id: str) -> APIError:
     return APIError(404, "Task not found", task_id=task_id)
 
 
+def repeated_fields(counts: dict[str, int]) -> APIError:
+    """A form field sent more than once: only one would be used, so none is; same shape as a
+    validation error."""
+    details = [
+        {"field": f"body.{name}", "message": f"sent {n} times; send it once"}
+        for name, n in counts.items()
+    ]
+    return APIError(422, "Invalid request", details=details)
+
+
+def too_many_hotwords(count: int, limit: int) -> APIError:
+    return APIError(422, "Too many hotwords", count=count, max_hotwords=limit)
+
+
+def bad_range(detail: str) -> APIError:
+    return APIError(400, "Invalid Range header", detail=detail)
+
+
+def range_not_satisfiable(size: int) -> APIError:
+    """416 keeps the `Content-Range: bytes */size` a client needs to ask again."""
+    return APIError(
+        416, "Range not satisfiable", headers={"Content-Range": f"bytes */{size}"}, size=size
+    )
+
+
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(status_code=status, content=body, headers=headers)
 

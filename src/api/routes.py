@@ -8,7 +8,9 @@ from typing import Annotated, Any
 from anyio import to_thread
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
+from src.api import errors
 from src.api.dependencies import QueueDep, RedisDep, SettingsDep, TaskId
 from src.api.errors import APIError
 from src.api.models import (
@@ -22,7 +24,7 @@ from src.api.models import (
     TaskResult,
 )
 from src.asr.audio import SUPPORTED_FORMATS
-from src.asr.hotwords import clean_hotwords, is_valid_hotword, parse_hotwords
+from src.asr.hotwords import MAX_HOTWORDS, is_valid_hotword, parse_hotwords, unique_hotwords
 from src.service import tasks
 from src.utils import job_queue
 from src.utils.file_handler import content_type
@@ -33,6 +35,8 @@ E = ErrorResponse
 # event loop, so /health and polling stay fast during a burst. More would not be faster: the work
 # is CPU-bound.
 SUBMIT_THREADS = 4
+# The submit form's fields; each may be sent once (FastAPI alone would keep the last silently).
+SUBMIT_FIELDS = ("audio", "language", "batch_size", "hotwords")
 
 
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {
@@ -61,7 +65,10 @@ stats_router = APIRouter(tags=["system"])
     responses={
         400: {"model": E, "description": "Not decodable audio (lists supported_formats)"},
         413: {"model": E, "description": "Upload or audio duration over the limit"},
-        422: {"model": E, "description": "Invalid fields"},
+        422: {
+            "model": E,
+            "description": f"Invalid fields, a field sent twice or over {MAX_HOTWORDS} hotwords",
+        },
         507: {"model": E, "description": "The server's disk is full"},
         **UNAVAILABLE,
     },
@@ -81,13 +88,24 @@ async def submit(
     ] = None,
     hotwords: Annotated[
         str | None,
-        Form(description="extra hotwords for this request, separated by spaces or commas"),
+        Form(
+            description="extra hotwords for this request, separated by spaces or commas; at most "
+            f"{MAX_HOTWORDS} distinct (422 beyond). With the configured file's words they are "
+            f"capped at {MAX_HOTWORDS} in all, the file's first; the result lists those applied"
+        ),
     ] = None,
 ) -> dict[str, Any]:
+    form = await request.form()  # already parsed by FastAPI: this is its cached copy
+    repeated = {name: n for name in SUBMIT_FIELDS if (n := len(form.getlist(name))) > 1}
+    if repeated:
+        raise errors.repeated_fields(repeated)
     words = parse_hotwords(hotwords)
     invalid = [w for w in words if not is_valid_hotword(w)]
     if invalid:
         raise APIError(422, "Invalid hotwords", invalid=invalid[:20])
+    wanted = unique_hotwords(words)
+    if len(wanted) > MAX_HOTWORDS:
+        raise errors.too_many_hotwords(len(wanted), MAX_HOTWORDS)
     body = await to_thread.run_sync(
         partial(
             tasks.submit,
@@ -98,7 +116,7 @@ async def submit(
             audio.filename,
             language,
             batch_size or settings.asr_batch_size,
-            clean_hotwords(words),
+            wanted,
         ),
         limiter=request.app.state.submit_limiter,
     )
@@ -140,12 +158,32 @@ def history(
             "content": {"audio/*": {}, "video/mp4": {}},
             "description": "the uploaded bytes",
         },
+        206: {"description": "the bytes a `Range: bytes=...` header asked for"},
+        400: {"model": E, "description": "Malformed `Range` header"},
+        416: {"model": E, "description": "`Range` starts past the end (`Content-Range` has size)"},
         **TASK_ERRORS,
     },
 )
 def audio(task_id: TaskId, conn: RedisDep, settings: SettingsDep) -> FileResponse:
     path, download = tasks.find_audio(conn, settings, task_id)
-    return FileResponse(path, media_type=content_type(path), filename=download)
+    return RecordingResponse(path, media_type=content_type(path), filename=download)
+
+
+class RecordingResponse(FileResponse):
+    """Starlette's FileResponse, whose Range errors come out as our JSON errors instead of a
+    plain-text 400 and an empty 416: its own parser decides, so the two never disagree."""
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        unit = http_range.split("=", 1)[0].strip().lower()
+        if "=" in http_range and unit != "bytes":
+            return []  # RFC 9110 14.2: a range unit the server does not know is ignored
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader as exc:
+            raise errors.bad_range(exc.content) from exc
+        except RangeNotSatisfiable as exc:
+            raise errors.range_not_satisfiable(exc.max_size) from exc
 
 
 @asr.get(

@@ -37,11 +37,18 @@ def parse_hotwords(text: str | None) -> list[str]:
     return [w for w in _SPLIT_RE.split(text or "") if w]
 
 
-def clean_hotwords(words: Iterable[str]) -> list[str]:
-    """Valid hotwords, de-duplicated, order kept, at most MAX_HOTWORDS."""
+def unique_hotwords(words: Iterable[str]) -> list[str]:
+    """Valid hotwords, de-duplicated, order kept: what a request asks for, before any cap."""
     seen: dict[str, None] = {}
     for word in words:
         word = word.strip()
         if is_valid_hotword(word):
             seen.setdefault(word, None)
-    return list(seen)[:MAX_HOTWORDS]
+    return list(seen)
+
+
+def clean_hotwords(words: Iterable[str]) -> list[str]:
+    """Valid hotwords, de-duplicated, order kept, at most MAX_HOTWORDS. The API refuses a request
+    with more; here the configured file's words come first, so a request's extras are the ones
+    cut, and the result's `hotwords` lists what was applied."""
+    return unique_hotwords(words)[:MAX_HOTWORDS]
