@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import pickle
 import time
+import tracemalloc
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +29,7 @@ from tests.support.audio_samples import (
     make_bad_input,
     make_format,
     make_long,
+    make_mp3_without_xing,
     make_silence,
     read_wav,
     speech_spans,
@@ -348,14 +350,98 @@ def test_within_the_limit_passes(long_flac: Path) -> None:
     assert audio.probe(long_flac, max_duration_s=601).duration_s == pytest.approx(600)
 
 
-def test_decode_enforces_the_limit_without_a_declared_duration(samples_dir: Path) -> None:
+def test_the_limit_holds_without_a_declared_duration(samples_dir: Path) -> None:
     live = make_long(SPEECH_WAV, samples_dir, seconds=30, fmt="webm_live")
-    assert audio.probe(live, max_duration_s=10).duration_s is None  # probe cannot know
-    with pytest.raises(AudioError) as caught:
-        audio.decode(live, max_duration_s=10)
-    assert caught.value.reason == "too_long"
-    assert str(caught.value) == "Audio is longer than the limit of 10.0s"
+    assert audio.probe(live).duration_s is None  # nothing declared: measured from the packets
+    for call in (audio.probe, audio.decode):
+        with pytest.raises(AudioError) as caught:
+            call(live, max_duration_s=10)
+        assert caught.value.reason == "too_long"
+        assert str(caught.value) == "Audio is longer than the limit of 10.0s"
+    assert audio.probe(live, max_duration_s=31).extension == "webm"
     assert len(audio.decode(live, max_duration_s=31)) == 30 * SAMPLE_RATE
+
+
+@pytest.fixture(scope="module")
+def mp3_without_xing(samples_dir: Path) -> Path:
+    """~200 s of CBR MP3 that declares no length (no Xing/Info header), 800 KB."""
+    return make_mp3_without_xing(SPEECH_WAV, samples_dir / "no_xing.mp3", seconds=200)
+
+
+def test_probe_measures_an_mp3_that_declares_no_length(mp3_without_xing: Path) -> None:
+    """The API only probes an upload over 4 MB: a 3 h 10 min MP3 without a Xing header passed
+    and failed in the worker. Its packets are now counted (no decoding) against the limit."""
+    assert audio.probe(mp3_without_xing).duration_s is None
+    with pytest.raises(AudioError) as caught:
+        audio.probe(mp3_without_xing, max_duration_s=120)
+    assert caught.value.reason == "too_long"
+    assert str(caught.value) == "Audio is longer than the limit of 2m00s"
+    assert audio.probe(mp3_without_xing, max_duration_s=210).extension == "mp3"
+    with mp3_without_xing.open("rb") as f:  # a file object is rewound after the scan
+        assert audio.probe(f, max_duration_s=210).codec == "mp3"
+        assert f.tell() == 0
+    decoded = audio.decode(mp3_without_xing, max_duration_s=210)
+    assert 200 < len(decoded) / SAMPLE_RATE < 210
+    # load_audio measures, then opens again to decode: bytes and file objects survive that.
+    assert np.array_equal(audio.decode(mp3_without_xing.read_bytes(), max_duration_s=210), decoded)
+    with mp3_without_xing.open("rb") as f:
+        assert np.array_equal(audio.decode(f, max_duration_s=210), decoded)
+        assert f.tell() == 0
+
+
+def test_a_header_that_speaks_for_part_of_the_file_is_not_trusted(
+    mp3_without_xing: Path, tmp_path: Path
+) -> None:
+    """Joined MP3s: FFmpeg sees the first part's Info header does not cover the file and falls
+    back to a guess from the first frame's bit rate (128 kbps here, 32 kbps after)."""
+    joined = tmp_path / "joined.mp3"
+    head = make_format("mp3", SPEECH_WAV, tmp_path).read_bytes()
+    joined.write_bytes(head + mp3_without_xing.read_bytes())
+    declared = audio.probe(joined).duration_s
+    assert declared is not None and declared < 100  # "declared"; it is ~207 s
+    for call in (audio.probe, audio.load_audio):
+        with pytest.raises(AudioError) as caught:
+            call(joined, max_duration_s=120)
+        assert caught.value.reason == "too_long"
+
+
+def test_the_worker_refuses_an_over_long_file_before_holding_samples(
+    mp3_without_xing: Path,
+) -> None:
+    """load_audio (what the worker calls) measures the packets first: an over-long file never
+    gets a sample buffer (a 3 h one used to peak at ~1 GB before failing)."""
+    tracemalloc.start()
+    try:
+        for source in (mp3_without_xing, mp3_without_xing.read_bytes()):
+            tracemalloc.reset_peak()
+            with pytest.raises(AudioError) as caught:
+                audio.load_audio(source, max_duration_s=120)
+            assert caught.value.reason == "too_long"
+            _, peak = tracemalloc.get_traced_memory()
+            assert peak < 2 * 1024 * 1024 + (len(source) if isinstance(source, bytes) else 0)
+    finally:
+        tracemalloc.stop()
+
+
+def test_the_decoders_own_limit_lets_go_of_the_samples(
+    mp3_without_xing: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should the packets under-declare, decoding still stops at the limit, and the samples
+    decoded so far are freed even though the error is kept (RQ and batch results keep it, and
+    its traceback keeps `_decode`'s locals alive): a worker kept ~780 MB after a 3 h file."""
+    monkeypatch.setattr(audio, "_metered", lambda packets, *_: packets)  # measure nothing
+    tracemalloc.start()
+    try:
+        with pytest.raises(AudioError) as caught:
+            audio.load_audio(mp3_without_xing, max_duration_s=100)
+        kept = caught.value
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert kept.reason == "too_long"
+    assert kept.__traceback__ is not None
+    assert current < 1024 * 1024, f"{current / 1e6:.1f} MB still held"
+    assert peak < 2 * 101 * SAMPLE_RATE * 4  # never grew past the limit (+1 s), a copy at most
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
@@ -122,16 +122,23 @@ class AudioInfo:
 def probe(source: Source, *, max_duration_s: float | None = None) -> AudioInfo:
     """Open the container and check it is usable audio, decoding only its first frame(s).
 
-    Cheap enough for the API to run on upload: rejects an over-long file from its declared
-    duration ("too_long") before decoding, and garbage that happens to open as some container
-    ("corrupt"/"not_audio") because its first packets do not decode. A seekable file object is
-    read from its start and rewound afterwards; an unseekable one is read to the end (consumed).
-    Damage further in (a truncated tail, garbage mid-file) only a full decode can find.
+    Cheap enough for the API to run on upload: rejects an over-long file ("too_long") from its
+    declared duration and, with a limit, from its packets' durations read without decoding (an
+    MP3 without a Xing header declares nothing; one that has one may speak for its first part
+    only), and garbage that happens to open as some container ("corrupt"/"not_audio") because
+    its first packets do not decode. A seekable file object is read from its start and rewound
+    afterwards; an unseekable one is read to the end (consumed). Damage further in (a truncated
+    tail, garbage mid-file) only a full decode can find.
     """
     with _opened(source) as (container, head):
         stream, info = _inspect(container, head)
         _check_declared_duration(info, max_duration_s)
-        _decode(container, stream, info, max_duration_s, first_frame_only=True)
+        if max_duration_s is None:
+            _decode(container, stream, info, max_duration_s, first_frame_only=True)
+            return info
+        packets = _metered(container.demux(stream), stream, max_duration_s)
+        _decode(container, stream, info, max_duration_s, first_frame_only=True, demuxed=packets)
+        _drain(packets)
         return info
 
 
@@ -149,12 +156,29 @@ def decode(source: Source, *, max_duration_s: float | None = None) -> np.ndarray
 def load_audio(
     source: Source, *, max_duration_s: float | None = None
 ) -> tuple[np.ndarray, AudioInfo]:
-    """probe + decode with one open of the file: what the worker calls."""
-    with _opened(source) as (container, head):
-        stream, info = _inspect(container, head)
-        _check_declared_duration(info, max_duration_s)
-        samples = _decode(container, stream, info, max_duration_s, first_frame_only=False)
-        return samples, info
+    """probe + decode: what the worker calls.
+
+    With a limit, the packets are measured first (a demux pass, 5-10% of a decode) so an
+    over-long file is refused before a single sample is kept: decoding it to the limit would
+    hold up to ~690 MB of float32 for 3 h, and a kept exception's traceback would hold it on.
+    """
+    target, head, rewind = _prepare(source)
+    try:
+        if max_duration_s is not None:
+            with _open(target, head) as container:
+                stream, info = _inspect(container, head)
+                _check_declared_duration(info, max_duration_s)
+                _drain(_metered(container.demux(stream), stream, max_duration_s))
+            if not isinstance(target, str):
+                target.seek(0)
+        with _open(target, head) as container:
+            stream, info = _inspect(container, head)
+            _check_declared_duration(info, max_duration_s)
+            samples = _decode(container, stream, info, max_duration_s, first_frame_only=False)
+            return samples, info
+    finally:
+        if rewind is not None:
+            rewind.seek(0)
 
 
 def verify(source: Source, *, max_duration_s: float | None = None) -> AudioInfo:
@@ -193,15 +217,22 @@ def _opened(source: Source) -> Iterator[tuple[InputContainer, bytes]]:
     """
     target, head, rewind = _prepare(source)
     try:
-        try:
-            container = av.open(target, mode="r", container_options=_OPEN_OPTIONS, **_OPEN_KWARGS)
-        except (av.FFmpegError, ValueError) as exc:
-            raise _open_error(head) from exc
-        with container:
+        with _open(target, head) as container:
             yield container, head
     finally:
         if rewind is not None:
             rewind.seek(0)
+
+
+@contextmanager
+def _open(target: str | BinaryIO, head: bytes) -> Iterator[InputContainer]:
+    """av.open a prepared target, mapping failure to AudioError; closes the container."""
+    try:
+        container = av.open(target, mode="r", container_options=_OPEN_OPTIONS, **_OPEN_KWARGS)
+    except (av.FFmpegError, ValueError) as exc:
+        raise _open_error(head) from exc
+    with container:
+        yield container
 
 
 def _prepare(source: Source) -> tuple[str | BinaryIO, bytes, BinaryIO | None]:
@@ -334,26 +365,80 @@ def _too_long(duration_s: float | None, max_duration_s: float) -> AudioError:
     )
 
 
+# --- measuring -----------------------------------------------------------------------------
+
+
+def _metered(
+    packets: Iterable[av.Packet], stream: av.AudioStream, max_duration_s: float
+) -> Iterator[av.Packet]:
+    """Pass packets through, raising "too_long" once their durations add up past the limit.
+
+    Demuxing without decoding costs ~2 us a packet (0.2-0.6 s an hour of audio), so the length
+    is known before anything is decoded, whatever the header claims. Durations are summed (in
+    the stream's ticks) because each packet decodes to that many samples; a packet without one
+    is judged by how far its timestamp lies from the first.
+    """
+    time_base = stream.time_base
+    if time_base is None or time_base <= 0:
+        yield from packets
+        return
+    limit = float(max_duration_s / time_base)  # in ticks: no Fraction arithmetic per packet
+    summed = 0
+    first_pts: int | None = None
+    for packet in packets:
+        if first_pts is None:
+            first_pts = packet.pts
+        duration = packet.duration
+        if duration:
+            summed += duration
+            if summed > limit:
+                raise _too_long(None, max_duration_s)
+        elif (
+            packet.size and packet.pts is not None and first_pts is not None
+        ) and packet.pts - first_pts > limit:
+            raise _too_long(None, max_duration_s)
+        yield packet
+
+
+def _drain(packets: Iterator[av.Packet]) -> None:
+    """Read the rest of the packets (a `_metered` iterator enforces the limit as it goes)."""
+    try:
+        for _ in packets:
+            pass
+    except AudioError:
+        raise
+    except (av.FFmpegError, ValueError) as exc:
+        raise AudioError("corrupt", "The audio is damaged: part of it could not be read") from exc
+
+
 # --- decoding ------------------------------------------------------------------------------
 
 
 class _Buffer:
     """Growable float32 buffer: a 3 h file is ~690 MB at 16 kHz, so avoid a list + concatenate
-    (twice the peak) and size it from the declared duration when there is one."""
+    (twice the peak) and size it from the declared duration when there is one. It never grows
+    past the limit (plus a frame), and `release` lets go of it before a "too_long" is raised,
+    since the error's traceback keeps this frame's locals alive as long as someone keeps it."""
 
-    def __init__(self, expected_s: float | None) -> None:
+    def __init__(self, expected_s: float | None, max_duration_s: float | None = None) -> None:
+        self.cap = None if max_duration_s is None else int((max_duration_s + 1.0) * SAMPLE_RATE)
         capacity = int(((expected_s or 60.0) + 1.0) * SAMPLE_RATE)
-        self.data = np.empty(capacity, dtype=np.float32)
+        self.data = np.empty(min(capacity, self.cap or capacity), dtype=np.float32)
         self.size = 0
 
     def append(self, chunk: np.ndarray) -> None:
         end = self.size + len(chunk)
         if end > len(self.data):
-            grown = np.empty(max(end, len(self.data) * 3 // 2), dtype=np.float32)
+            wanted = len(self.data) * 3 // 2
+            grown = np.empty(max(end, min(wanted, self.cap or wanted)), dtype=np.float32)
             grown[: self.size] = self.data[: self.size]
             self.data = grown
         self.data[self.size : end] = chunk
         self.size = end
+
+    def release(self) -> None:
+        self.data = np.empty(0, dtype=np.float32)
+        self.size = 0
 
     def result(self) -> np.ndarray:
         self.data.resize(self.size, refcheck=False)  # shrinks in place, no copy
@@ -369,13 +454,18 @@ def _decode(
     *,
     first_frame_only: bool,
     keep: bool = True,
+    demuxed: Iterable[av.Packet] | None = None,
 ) -> np.ndarray:
     """Demux + decode + resample to 16 kHz mono float32, enforcing limits and integrity.
 
     With keep=False the frames are decoded and counted but neither resampled nor kept: the same
     checks at a third of the cost, for validating an upload whose samples the API never needs.
+    `demuxed` replaces demuxing the stream here (`probe` passes a metered iterator).
     """
-    out = _Buffer(1.0 if first_frame_only else (info.duration_s if keep else 0.0))
+    out = _Buffer(
+        1.0 if first_frame_only else (info.duration_s if keep else 0.0),
+        None if first_frame_only else max_duration_s,
+    )
     counted_s = 0.0
     resampler: AudioResampler | None = None
     layout_key: tuple[str, str, int] | None = None
@@ -388,10 +478,11 @@ def _decode(
             # One packed float plane; cheaper than to_ndarray (which vstacks planes).
             out.append(np.frombuffer(frame.planes[0], dtype=np.float32, count=frame.samples))
             if max_duration_s is not None and out.size > max_duration_s * SAMPLE_RATE:
+                out.release()
                 raise _too_long(None, max_duration_s)
 
     try:
-        for packet in container.demux(stream):
+        for packet in container.demux(stream) if demuxed is None else demuxed:
             packets += 1
             try:
                 frames = packet.decode()

@@ -239,6 +239,36 @@ def make_long(wav: Path, dest_dir: Path, *, seconds: float, fmt: str = "flac") -
     return _encode_format(fmt, looped, rate, dest_dir / f"long_{round(seconds)}s_{fmt}{suffix}")
 
 
+def make_mp3_without_xing(
+    wav: Path, dest: Path, *, seconds: float, bit_rate: int = 32000, rate: int = 16000
+) -> Path:
+    """The fixture as a CBR MP3 with no Xing/Info header and no ID3 tag, repeated to at least
+    `seconds`: nothing in it declares its length (FFmpeg can only guess from the bit rate), as
+    with a stream recorded from the radio or a muxer that could not seek back.
+
+    One encoding is repeated byte for byte (every copy starts with an empty bit reservoir, so
+    it decodes as one stream), so a long file costs writing its bytes, not encoding it.
+    """
+    samples, in_rate = read_wav(wav)
+    one = io.BytesIO()
+    with av.open(one, "w", format="mp3", options={"write_xing": "0", "id3v2_version": "0"}) as out:
+        stream = out.add_stream("libmp3lame", rate=rate, layout="mono")
+        stream.bit_rate = bit_rate
+        for frame in _audio_frames(samples, in_rate):
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    data = one.getvalue()
+    if any(tag in data for tag in (b"Xing", b"Info", b"VBRI", b"ID3")):
+        raise AssertionError("the MP3 declares its length after all")
+    copies = int(np.ceil(seconds * in_rate / len(samples)))
+    with dest.open("wb") as f:
+        for _ in range(copies):
+            f.write(data)
+    return dest
+
+
 def make_silence(dest_dir: Path, *, seconds: float = 3.0, rate: int = 16000) -> Path:
     """All-digital-silence WAV (no speech for a VAD to find)."""
     return write_wav(
