@@ -35,10 +35,17 @@ from rq.job import Job
 from src.api.main import create_app
 from src.asr.config import Settings
 from src.asr.hotwords import MAX_HOTWORDS
+from src.service.tasks import FULL_CHECK_MAX_BYTES
 from src.utils import task_store
 from src.utils.redis_client import AUDIO_INDEX_KEY
 from src.utils.task_store import TASK_ID_PATTERN, TaskStatus, utcnow
-from tests.support.audio_samples import BAD_INPUTS, SPEECH_WAV, make_bad_input, make_long
+from tests.support.audio_samples import (
+    BAD_INPUTS,
+    SPEECH_WAV,
+    make_bad_input,
+    make_long,
+    make_mp3_without_xing,
+)
 from tests.support.fixtures import make_settings
 from tests.support.processes import ROOT, ApiProcess, RedisServer
 
@@ -920,3 +927,20 @@ def test_the_413_arrives_before_the_body_ends(api_server: dict, conn: redis.Redi
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
     assert b'"File too large"' in reply, reply
     assert_nothing_stored(conn, api_server["settings"])
+
+
+def test_over_long_mp3_over_4mb_without_a_xing_header_is_413(
+    redis_server: RedisServer, storage: Path, conn: redis.Redis, tmp_path: Path
+):
+    """Over FULL_CHECK_MAX_BYTES the upload is only probed, and an MP3 with no Xing/Info header
+    declares no length: it got a 200 and failed in the worker. Its packets are measured now."""
+    path = make_mp3_without_xing(SPEECH_WAV, tmp_path / "long.mp3", seconds=540, bit_rate=64000)
+    assert path.stat().st_size > FULL_CHECK_MAX_BYTES
+    settings = make_settings(redis_server.port, storage, asr_max_audio_seconds=300)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        resp = client.post(SUBMIT, files={"audio": (path.name, path.read_bytes())})
+    assert resp.status_code == 413, resp.text
+    body = assert_clean_error(resp, settings, redis_server.port)
+    assert body["error"] == "Audio is longer than the limit of 5m00s", body
+    assert body["reason"] == "too_long", body
+    assert_nothing_stored(conn, settings)
