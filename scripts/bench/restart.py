@@ -1,0 +1,167 @@
+"""Worker restart time: a fresh `python -m src.asr.worker` against one forked by the supervisor.
+
+    uv run python -m scripts.bench.restart [--rounds 3]
+
+Both on the tiny test models (tests/support/tiny_models.py) and a private redis-server; each
+figure is the time until the replacement publishes its readiness beacon (`asr:worker:NAME` with
+its own pid), i.e. until it takes jobs. Cold: from the process start (what
+scripts/start_workers.sh did after its 2 s pause, and what systemd does after RestartSec=2).
+Forked: from the SIGKILL of a worker-1 that the supervisor runs to its replacement's beacon.
+Prints one JSON object on stdout; appends it to $RELIABILITY_LOG when set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from scripts.bench.common import ROOT, log, machine_info, summary
+from tests.support.processes import RedisServer, WorkerProcess, service_env, wait_for
+from tests.support.tiny_models import build_model_dirs
+
+MODEL_CACHE = ROOT / "tests" / ".cache" / "models"
+QUICK_EXIT_S = 10.0  # src/asr/supervisor.py: a worker must live this long to restart at once
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """RSS and the private part of it (what exiting would free; shared pages are counted once
+    for the supervisor and its forks), from /proc/PID/smaps_rollup."""
+    fields: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        for line in fh:
+            key, _, rest = line.partition(":")
+            if rest.strip().endswith("kB"):
+                fields[key] = int(rest.split()[0])
+    private = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+    return {"rss_mb": round(fields.get("Rss", 0) / 1024), "private_mb": round(private / 1024)}
+
+
+def beacon(conn: redis.Redis, name: str) -> dict[str, Any] | None:
+    raw = conn.get(f"asr:worker:{name}")
+    return json.loads(raw) if raw else None
+
+
+def cold_start(env: dict[str, str], out: Path, conn: redis.Redis) -> tuple[float, dict[str, float]]:
+    """Seconds from `python -m src.asr.worker` to its readiness beacon, and its memory then."""
+    worker = WorkerProcess("cold-1", env, out)
+    started = time.monotonic()
+    worker.start()
+    try:
+        worker.wait_ready(conn)
+        return time.monotonic() - started, memory_mb(worker.proc.pid)  # type: ignore[union-attr]
+    finally:
+        worker.stop(30)
+        conn.delete("asr:worker:cold-1")
+
+
+def start_supervisor(env: dict[str, str], out: Path) -> subprocess.Popen[bytes]:
+    log_file = open(out / "supervisor.out", "ab")  # noqa: SIM115 - the child owns it
+    proc = subprocess.Popen(
+        ["bash", str(ROOT / "scripts" / "start_workers.sh"), "1"],
+        cwd=ROOT,
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log_file.close()
+    return proc
+
+
+def forked_restart(conn: redis.Redis, proc: subprocess.Popen[bytes], old_pid: int) -> float:
+    """SIGKILL worker-1 (pid `old_pid`); seconds until a new worker-1 publishes its beacon."""
+    killed = time.monotonic()
+    os.kill(old_pid, signal.SIGKILL)
+
+    def replaced() -> dict[str, Any] | None:
+        if proc.poll() is not None:
+            raise RuntimeError("the supervisor exited")
+        info = beacon(conn, "worker-1")
+        return info if info and info["pid"] != old_pid else None
+
+    wait_for(replaced, 120, 0.05, "worker-1 replacement")
+    return time.monotonic() - killed
+
+
+def measure(rounds: int, work: Path) -> dict[str, Any]:
+    dirs = build_model_dirs(MODEL_CACHE)
+    models = {"asr": dirs.asr, "vad": dirs.vad, "punc": dirs.punc}
+    server = RedisServer(work / "redis").start()
+    storage = work / "storage"
+    storage.mkdir()
+    out = work / "out"
+    out.mkdir()
+    conn = server.client()
+    env = service_env(server.port, storage, models, RQ_WORKER_COUNT="1", WORKER_PID_DIR=str(work))
+    cold: list[float] = []
+    forked: list[float] = []
+    first = 0.0
+    memory: dict[str, dict[str, float]] = {}
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        for i in range(rounds):
+            seconds, memory["cold_worker"] = cold_start(env, out, conn)
+            cold.append(seconds)
+            log(f"cold start {i + 1}/{rounds}: {cold[-1]:.2f}s")
+        started = time.monotonic()
+        proc = start_supervisor(env, out)
+        info = wait_for(lambda: beacon(conn, "worker-1"), 180, 0.05, "worker-1 ready")
+        first = time.monotonic() - started
+        log(f"supervisor start to worker-1 ready: {first:.2f}s")
+        worker_pid = info["pid"]  # type: ignore[index]
+        memory["supervisor"] = memory_mb(proc.pid)
+        memory["forked_worker"] = memory_mb(worker_pid)
+        for i in range(rounds):
+            pid = info["pid"]  # type: ignore[index]
+            time.sleep(QUICK_EXIT_S)  # a worker that has lived: restarted without back-off
+            forked.append(forked_restart(conn, proc, pid))
+            info = beacon(conn, "worker-1")
+            log(f"forked restart {i + 1}/{rounds}: {forked[-1]:.2f}s")
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        server.stop()
+    return {
+        "figure": "worker restart: time until the replacement takes jobs",
+        "machine": machine_info(),
+        "cold_start_s": summary(cold, digits=2),
+        "cold_restart_old_script_s": round(2 + sum(cold) / len(cold), 2),
+        "forked_restart_s": summary(forked, digits=2),
+        "supervisor_first_ready_s": round(first, 2),
+        "memory_when_ready": memory,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-restart-") as tmp:
+        figures = measure(args.rounds, Path(tmp))
+    text = json.dumps(figures)
+    sys.stdout.write(text + "\n")
+    path = os.environ.get("RELIABILITY_LOG")
+    if path:
+        with contextlib.suppress(OSError), open(path, "a") as fh:
+            fh.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
