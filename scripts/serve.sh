@@ -64,6 +64,7 @@ children+=($!)
 reload=()
 [ "$API_RELOAD" = "1" ] && reload=(--reload --reload-dir src)
 echo "[serve] API on http://$API_HOST:$API_PORT  (docs: /docs, health: /api/v1/health)" >&2
-$PY -m uvicorn src.api.main:app --host "$API_HOST" --port "$API_PORT" --no-access-log "${reload[@]}" &
+$PY -m uvicorn src.api.main:app --host "$API_HOST" --port "$API_PORT" --no-access-log \
+  --http src.api.server:GuardedHttpToolsProtocol "${reload[@]}" &
 children+=($!)
 wait -n "${children[@]}" || true

@@ -5,6 +5,8 @@ No handler puts a traceback, a path or a Redis detail into a response; those go 
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -55,6 +57,40 @@ def range_not_satisfiable(size: int) -> APIError:
     """416 keeps the `Content-Range: bytes */size` a client needs to ask again."""
     return APIError(
         416, "Range not satisfiable", headers={"Content-Range": f"bytes */{size}"}, size=size
+    )
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An answer given below FastAPI (ASGI middleware, the HTTP protocol) while the request's body
+    is unread: the same JSON shape, and the connection closes after it."""
+
+    status: int
+    error: str
+    context: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> tuple[list[tuple[bytes, bytes]], bytes]:
+        body = json.dumps({"error": self.error, **self.context}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        return headers, body
+
+
+def upload_too_large(max_bytes: int) -> Rejection:
+    return Rejection(413, "File too large", {"max_bytes": max_bytes})
+
+
+def body_too_slow(timeout_s: float, min_rate: int) -> Rejection:
+    context = {"timeout_seconds": timeout_s, "min_bytes_per_second": min_rate}
+    return Rejection(408, "Request timeout: the body arrived too slowly", context)
+
+
+def headers_too_slow(timeout_s: float) -> Rejection:
+    return Rejection(
+        408, "Request timeout: the headers arrived too slowly", {"timeout_seconds": timeout_s}
     )
 
 

@@ -17,7 +17,7 @@ from loguru import logger
 
 from src.api import errors
 from src.api.dependencies import require_api_key
-from src.api.middleware import AccessLog, BodySizeLimit, body_limit_for
+from src.api.middleware import AccessLog, RequestBodyGuard, body_limit_for
 from src.api.models import ErrorResponse
 from src.api.routes import SUBMIT_THREADS, asr, stats_router, system
 from src.asr.config import Settings, get_settings
@@ -88,9 +88,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "X-API-Key", "Content-Type"],
         )
     app.add_middleware(
-        BodySizeLimit,
+        RequestBodyGuard,
         max_bytes=body_limit_for(settings.max_upload_bytes),
         reported_max=settings.max_upload_bytes,
+        timeout_s=settings.api_body_timeout_seconds,
+        min_rate=settings.api_body_min_rate,
     )
     app.add_middleware(AccessLog)
     app.dependency_overrides[get_settings] = lambda: settings

@@ -1,17 +1,21 @@
-"""Pure ASGI middleware: an access log line per request, and an upload size cap while streaming.
+"""Pure ASGI middleware: an access log line per request, and a guard on request bodies (size
+cap and read timeout) while they stream in.
 
-Pure ASGI (not BaseHTTPMiddleware) keeps per-request overhead low and lets the size cap stop
-reading the body the moment it passes the limit.
+Pure ASGI (not BaseHTTPMiddleware) keeps per-request overhead low and lets the guard stop
+reading the body the moment it passes a limit.
 """
 
 from __future__ import annotations
 
-import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from loguru import logger
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from src.api import errors
 
 
 class AccessLog:
@@ -50,71 +54,112 @@ def log_safe(text: str, limit: int = 200) -> str:
     return safe + ("..." if len(text) > limit else "")
 
 
-class BodySizeLimit:
-    """Answer 413 once a request body passes `max_bytes`, declared or streamed."""
+class RequestBodyGuard:
+    """Guard a request body as it streams in: 413 once it passes `max_bytes` (declared or
+    streamed), 408 when it arrives too slowly, and `Connection: close` on any answer given before
+    the body was read to its end, so an unread body cannot hold the connection open.
 
-    def __init__(self, app: ASGIApp, max_bytes: int, reported_max: int | None = None) -> None:
+    Too slow: the app waited `timeout_s` in `receive` for the next chunk, or, `timeout_s` after
+    it first asked for the body, less than `min_rate` bytes/s have come on average (Apache's
+    mod_reqtimeout rule), so a trickle of a byte now and then is cut while a large upload on a slow
+    but steady link goes through. uvicorn reads from the socket only while the app waits for
+    more, so time the app spends elsewhere never counts as a pause.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        reported_max: int | None = None,
+        timeout_s: float | None = None,
+        min_rate: int = 0,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         # The cap the client knows (MAX_UPLOAD_BYTES); max_bytes adds the multipart envelope.
         self.reported_max = reported_max or max_bytes
-
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps({"error": "File too large", "max_bytes": self.reported_max}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        self.timeout_s = timeout_s
+        self.min_rate = min_rate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
+        headers = dict(scope.get("headers") or []) if scope["type"] == "http" else {}
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+        if declared in (None, b"0") and b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body: nothing to guard
             return
-        seen = {"bytes": 0, "started": False, "over": False}
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _send_rejection(send, errors.upload_too_large(self.reported_max))
+            return
+        body = _BodyState(started=time.monotonic())
 
-        async def limited_receive() -> Message:
-            message = await receive()
-            if message["type"] == "http.request":
-                seen["bytes"] += len(message.get("body", b""))
-                if seen["bytes"] > self.max_bytes:
-                    seen["over"] = True
-                    raise _TooLarge
+        async def guarded_receive() -> Message:
+            if body.complete:
+                return await receive()  # e.g. a response listening for the disconnect
+            try:
+                with anyio.fail_after(self._wait_limit(body)):
+                    message = await receive()
+            except TimeoutError:
+                body.rejection = errors.body_too_slow(self.timeout_s or 0, self.min_rate)
+                raise _Rejected from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body.complete = True
+            body.received += len(message.get("body", b""))
+            if body.received > self.max_bytes:
+                body.rejection = errors.upload_too_large(self.reported_max)
+                raise _Rejected
             return message
 
-        async def tracking_send(message: Message) -> None:
-            if seen["over"]:
+        async def guarded_send(message: Message) -> None:
+            if body.rejection is not None:
                 # FastAPI turns any error raised while it reads a form into its own 400 "error
-                # parsing the body"; once the cap is passed, answer 413 in place of what it sends.
-                if message["type"] == "http.response.start" and not seen["started"]:
-                    seen["started"] = True
-                    await self._reject(send)
+                # parsing the body"; once the body is refused, answer with the refusal instead.
+                if message["type"] == "http.response.start" and not body.responded:
+                    body.responded = True
+                    await _send_rejection(send, body.rejection)
                 return
             if message["type"] == "http.response.start":
-                seen["started"] = True
+                body.responded = True
+                if not body.complete:
+                    message = {**message, "headers": [*message.get("headers", []), _CLOSE]}
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not seen["started"]:
-                await self._reject(send)
+            await self.app(scope, guarded_receive, guarded_send)
+        except _Rejected:
+            if not body.responded and body.rejection is not None:
+                await _send_rejection(send, body.rejection)
+
+    def _wait_limit(self, body: _BodyState) -> float | None:
+        """Seconds the next chunk may take: the pause limit, or less when the average rate
+        would fall short by then."""
+        if self.timeout_s is None:
+            return None
+        if not self.min_rate:
+            return self.timeout_s
+        deadline = body.started + self.timeout_s + body.received / self.min_rate
+        return max(0.0, min(self.timeout_s, deadline - time.monotonic()))
 
 
-class _TooLarge(Exception):
-    """Raised from `receive` to abandon a body that passed the cap."""
+@dataclass
+class _BodyState:
+    started: float
+    received: int = 0
+    complete: bool = False
+    responded: bool = False
+    rejection: errors.Rejection | None = None
+
+
+_CLOSE = (b"connection", b"close")
+
+
+async def _send_rejection(send: Send, rejection: errors.Rejection) -> None:
+    headers, body = rejection.encode()
+    await send({"type": "http.response.start", "status": rejection.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _Rejected(Exception):
+    """Raised from `receive` to abandon a body that is too large or too slow."""
 
 
 def body_limit_for(max_upload_bytes: int) -> int:
@@ -122,4 +167,4 @@ def body_limit_for(max_upload_bytes: int) -> int:
     return max_upload_bytes + 64 * 1024
 
 
-__all__: list[Any] = ["AccessLog", "BodySizeLimit", "body_limit_for", "log_safe"]
+__all__: list[Any] = ["AccessLog", "RequestBodyGuard", "body_limit_for", "log_safe"]

@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     # Browser origins allowed by CORS; empty = CORS closed.
     cors_origins: list[str] = []
+    # Slow clients (src/api/server.py, src/api/middleware.py): a request's headers must be in
+    # within this many seconds; its body may pause at most API_BODY_TIMEOUT_SECONDS and must
+    # average API_BODY_MIN_RATE bytes/s after that long (0: pauses only).
+    api_header_timeout_seconds: float = Field(10.0, gt=0)
+    api_body_timeout_seconds: float = Field(20.0, gt=0)
+    api_body_min_rate: int = Field(500, ge=0)
 
     # Logs.
     log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"

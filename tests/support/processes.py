@@ -19,6 +19,8 @@ from pathlib import Path
 
 import redis
 
+from src.api.server import HTTP_PROTOCOL
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -210,6 +212,8 @@ class ApiProcess:
                 "--port",
                 str(self.port),
                 "--no-access-log",
+                "--http",  # as scripts/serve.sh runs it: with the header deadline
+                HTTP_PROTOCOL,
                 *self.args,
             ],
             cwd=ROOT,
