@@ -99,6 +99,17 @@ def test_no_fork_while_a_thread_runs():
         thread.join()
 
 
+def test_a_failed_fork_is_retried_later(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(supervisor, "check_fork_safe", lambda: None)
+    monkeypatch.setattr(supervisor.os, "fork", no_fork)
+    slot = Slot("worker-1", "")
+    supervisor.Supervisor([slot], lambda argv: 0, tmp_path, 1).start(slot, 100.0)
+    assert slot.pid == 0 and slot.start_at == 101.0 and slot.quick_exits == 1
+
+
 def test_exit_statuses_are_described_and_exit_codes_kept():
     assert supervisor.describe(9) == "killed by SIGKILL"
     assert supervisor.describe(3 << 8) == "exited with status 3"

@@ -211,6 +211,17 @@ class Supervisor:
         where = f"GPU {slot.gpu}" if slot.gpu else "CPU"
         logger.info(f"{slot.name} started (pid {pid}) on {where}")
 
+    def start(self, slot: Slot, now: float) -> None:
+        """Spawn, or retry later with the back-off when the fork itself fails (no memory,
+        process limit): running workers must not lose their supervisor over it."""
+        try:
+            self.spawn(slot)
+        except OSError as exc:
+            slot.quick_exits += 1
+            delay = max(restart_delay(slot.quick_exits), FIRST_BACKOFF_S)
+            slot.start_at = now + delay
+            logger.error(f"{slot.name}: fork failed ({exc}); retrying in {delay:.0f}s")
+
     def reap(self) -> None:
         """Collect every exited child and schedule its restart."""
         while True:
@@ -262,7 +273,7 @@ class Supervisor:
             if not self.stopping:
                 for slot in self.slots:
                     if not slot.pid and slot.start_at <= now:
-                        self.spawn(slot)
+                        self.start(slot, now)
             elif not any(s.pid for s in self.slots):
                 logger.info("all workers stopped")
                 return 0
