@@ -223,13 +223,14 @@ def test_model_error_fails_only_that_job(fenv: Env, tmp_path: Path):
     assert worker.proc is not None and worker.proc.poll() is None
     line = history_lines(settings, first)[0]
     assert line["status"] == "failed" and line["error"].startswith("Recognition failed")
-    errors = (settings.logs_dir / "asr_error.log").read_text()
+    errors = (settings.logs_dir / "asr_error.broken-w.log").read_text()
     assert f"task={first} status=failed" in errors
     assert "Traceback" in errors and "RuntimeError" in errors
     record(
         "exception inside recognition (broken model)",
         recovery_s=0,
-        outcome="that job failed with a clear error, JSONL line, traceback in asr_error.log; "
+        outcome="that job failed with a clear error, JSONL line, traceback in the worker's "
+        "asr_error.<name>.log; "
         "worker kept serving",
     )
     worker.stop(10)

@@ -227,5 +227,5 @@ def test_failed_job_then_retry_then_done(service: Service, model_dirs: Any, tmp_
     mine = [x for x in lines if x["task_id"] == task_id]
     assert [x["status"] for x in mine] == ["failed", "success"]
     assert "limit" in mine[0]["error"]
-    errors = (service.settings.logs_dir / "asr_error.log").read_text()
+    errors = (service.settings.logs_dir / "asr_error.worker-bad.log").read_text()
     assert f"task={task_id} status=failed" in errors and "Traceback" in errors

@@ -18,21 +18,36 @@ import socket
 import threading
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 from loguru import logger
 from rq import Queue, SimpleWorker
 from rq.exceptions import NoSuchJobError
+from rq.executions import Execution
 from rq.job import Job
+from rq.worker import WorkerStatus
 from rq.worker_registration import unregister
 
 from src.asr.config import Settings, get_settings
 from src.asr.recognizer import SpeechRecognizer, Transcript
-from src.utils import job_queue
+from src.utils import job_queue, stats
 from src.utils.job_queue import get_queue
 from src.utils.logger import setup_logging
-from src.utils.recovery import pid_alive, requeue_abandoned, return_claimed, worker_alive
-from src.utils.redis_client import REDIS_ERRORS, api_connection, worker_connection
+from src.utils.recovery import (
+    Owner,
+    note_redis_outage,
+    pid_alive,
+    requeue_abandoned,
+    return_claimed,
+    worker_alive,
+)
+from src.utils.redis_client import (
+    REDIS_ERRORS,
+    api_connection,
+    execution_owner_key,
+    worker_connection,
+)
 
 READINESS_INTERVAL_S = 5
 READINESS_TTL_S = 15
@@ -80,11 +95,21 @@ batched = BatchResults()
 
 
 class ASRWorker(SimpleWorker):
-    """RQ's in-process worker, named worker-N, that also runs the jobs a batch claimed."""
+    """RQ's in-process worker, named worker-N, that also runs the jobs a batch claimed.
+
+    `owner` is this process's identity; every job it starts is recorded under it, so a restarted
+    worker of the same name never looks like the owner of its predecessor's job.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.owner = Owner(name=self.name)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
+        began = time.monotonic()
         try:
             super().execute_job(job, queue)
+            began = self._record_busy(began)
             for job_id in job_queue.claimed(self.connection, self.name):
                 try:
                     claimed = self.job_class.fetch(
@@ -94,8 +119,28 @@ class ASRWorker(SimpleWorker):
                     job_queue.unclaim(self.connection, self.name, job_id)
                     continue
                 super().execute_job(claimed, queue)
+                began = self._record_busy(began)
         finally:
             batched.clear()
+
+    def _record_busy(self, began: float) -> float:
+        """Worker time since the previous job ended: a batch's pass is shared by its jobs, so
+        the estimated wait follows the throughput actually observed."""
+        now = time.monotonic()
+        stats.record_job_seconds(self.connection, now - began)
+        return now
+
+    def prepare_execution(self, job: Job) -> Execution:
+        """RQ's prepare_execution (rq.executions), plus this process's identity for the
+        execution in the same transaction: no instant exists where the job is started but
+        its owner unknown."""
+        with self.connection.pipeline() as pipe:
+            ttl = self.get_heartbeat_ttl(job)
+            self.execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
+            pipe.set(execution_owner_key(self.execution.id), self.owner.to_json(), ex=ttl)
+            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+            pipe.execute()
+        return self.execution
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         super().prepare_job_execution(job, remove_from_intermediate_queue)
@@ -130,6 +175,7 @@ class Readiness(threading.Thread):
         return json.dumps(
             {
                 "name": self.worker.name,
+                "incarnation": self.worker.owner.incarnation,
                 "pid": os.getpid(),
                 "hostname": socket.gethostname(),
                 "model_loaded": True,
@@ -153,11 +199,16 @@ class Readiness(threading.Thread):
                     return_claimed(self.conn, self.queue, name)
 
     def run(self) -> None:
+        unreachable = False
         while not self.stopped.is_set():
             try:
                 self.publish()
+                if unreachable:  # deaths during the outage are not the jobs' fault
+                    note_redis_outage(self.conn, time.time())
+                    unreachable = False
                 self.sweep()
             except REDIS_ERRORS as exc:
+                unreachable = True
                 logger.warning(f"{self.worker.name} readiness not published: {exc}")
             except Exception:  # the beacon must outlive any one bad sweep
                 logger.exception(f"{self.worker.name} sweep for abandoned jobs failed")
@@ -217,17 +268,19 @@ def _rss_mb() -> int:
         return 0
 
 
-def wait_for_redis(conn: redis.Redis, name: str) -> None:
-    """Block until Redis answers, so a worker started during an outage keeps its loaded model."""
+def wait_for_redis(conn: redis.Redis, name: str, max_delay: float = 10) -> float:
+    """Block until Redis answers, so a worker started during an outage keeps its loaded model
+    instead of exiting and loading it again; returns the seconds waited."""
     delay = 0.5
+    began = time.monotonic()
     while True:
         try:
             conn.ping()
-            return
+            return time.monotonic() - began
         except REDIS_ERRORS as exc:
-            logger.warning(f"{name} waiting for Redis: {type(exc).__name__}; retry in {delay:.0f}s")
+            logger.warning(f"{name} waiting for Redis: {type(exc).__name__}; retry in {delay:.1f}s")
             time.sleep(delay)
-            delay = min(delay * 2, 10)
+            delay = min(delay * 2, max_delay)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -242,7 +295,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     args = parse_args(argv)
     settings = settings or get_settings()
     _name = args.name
-    setup_logging(settings, "worker")
+    setup_logging(settings, "worker", _name)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "<all>")
     logger.info(f"{_name} starting: device={settings.device} CUDA_VISIBLE_DEVICES={visible}")
     started = time.perf_counter()
@@ -252,15 +305,21 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
         f"; RSS {release_freed_heap()}"
     )
 
+    # Wait on a connection of its own: RQ's Worker sends CLIENT SETNAME when it is created, and
+    # it raises the pool's socket timeout above its BLPOP timeout, which connections opened
+    # before it would not get (the idle worker would quit with "Redis connection timeout").
+    probe = api_connection(settings)
+    waited = wait_for_redis(probe, _name)
+    probe.close()
     conn = worker_connection(settings)
-    # Create the worker before the first command: RQ raises the pool's socket timeout above its
-    # BLPOP timeout, and connections opened earlier would keep redis-py's 5 s default and make
-    # the idle worker quit with "Redis connection timeout".
     worker = ASRWorker([get_queue(conn, settings)], connection=conn, name=_name)
-    wait_for_redis(conn, _name)
     clear_stale_registration(conn, _name)
     readiness = Readiness(api_connection(settings), worker, _recognizer, settings)
     readiness.publish()
+    if waited > 1:
+        note_redis_outage(conn, time.time())
+    # At once, not after the first beat: a restarted worker-N requeues the job its predecessor
+    # died in (the one-worker box has nobody else to do it).
     requeue_abandoned(conn, get_queue(conn, settings), settings)
     return_claimed(conn, get_queue(conn, settings), _name)  # left by this name's last process
     readiness.start()

@@ -75,8 +75,13 @@ def ready_workers(conn: redis.Redis) -> list[str]:
 
 
 def estimated_wait(conn: redis.Redis, ahead: int, workers: int) -> int:
-    """Seconds until a job `ahead` places back starts and finishes, from observed job times."""
-    per_job = stats.mean_processing_seconds(conn) or DEFAULT_JOB_SECONDS
+    """Seconds until a job `ahead` places back starts and finishes, from observed throughput.
+
+    Per job it uses the worker time recent jobs took, a batched pass shared among its jobs (not
+    each job's own processing time, which counts the whole pass for every job in a batch and
+    made the estimate 4-5 times too high under a backlog).
+    """
+    per_job = stats.recent_job_seconds(conn) or DEFAULT_JOB_SECONDS
     return math.ceil(ahead * per_job / max(workers, 1))
 
 

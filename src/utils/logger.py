@@ -1,8 +1,10 @@
 """Loguru setup: the design's three files plus stderr, and stdlib logging (RQ, FunASR) routed in.
 
-asr_api.log holds the API's access lines, asr_worker.log the workers' lines (DEBUG and up),
-asr_error.log every ERROR and CRITICAL with its traceback. `enqueue=True` makes the file sinks safe
-for several processes writing the same files.
+asr_api.log holds the API's access lines and asr_error.log its errors with tracebacks. Each
+worker process writes files of its own, asr_worker.<name>.log (DEBUG and up) and
+asr_error.<name>.log: loguru rotates a file by renaming it, and a second process writing the same
+file would go on writing into the renamed one (`tail -f` would miss it), so no two processes
+share a rotated file.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ class _InterceptHandler(logging.Handler):
         logger.opt(depth=6, exception=record.exc_info).log(level, record.getMessage())
 
 
-def setup_logging(settings: Settings, role: Role) -> None:
-    """Configure sinks for one process; safe to call again (replaces the sinks)."""
+def setup_logging(settings: Settings, role: Role, name: str = "") -> None:
+    """Configure sinks for one process (a worker passes its name); safe to call again."""
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     try:
         logger.remove()
@@ -47,10 +49,11 @@ def setup_logging(settings: Settings, role: Role) -> None:
     logger.add(sys.stderr, level=settings.log_level, format=LOG_FORMAT, backtrace=False)
     if role == "api":
         logger.add(settings.logs_dir / "asr_api.log", level="INFO", **common)
-    elif role == "worker":
-        logger.add(settings.logs_dir / "asr_worker.log", level="DEBUG", **common)
+    suffix = f".{name}" if role == "worker" and name else ""
+    if role == "worker":
+        logger.add(settings.logs_dir / f"asr_worker{suffix}.log", level="DEBUG", **common)
     logger.add(
-        settings.logs_dir / "asr_error.log",
+        settings.logs_dir / f"asr_error{suffix}.log",
         level="ERROR",
         backtrace=True,
         diagnose=False,  # no local variables in the log: they may hold audio or secrets

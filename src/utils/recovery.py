@@ -2,10 +2,20 @@
 
 RQ notices an abandoned job only when its StartedJobRegistry entry expires (the job timeout plus a
 minute) and then marks it failed. A killed worker should instead cost a re-run within seconds, so
-every worker sweeps the registry every few seconds: a job whose owner is gone goes back to the
-front of the queue and its task back to "queued". Who owns a job is decided from the owner's
-readiness beacon and, on this host, from whether its pid still exists; the ZREM of the registry
+every worker sweeps the registry every few seconds, and once when it starts.
+
+Who owns a running job is decided by the process that started it, not by the worker's name: a
+supervisor restarts `worker-1` under the same name within seconds, and the new process must not
+inherit its predecessor's job. Each worker process has an incarnation id; when it starts a job it
+records `{name, incarnation, pid, hostname}` for that RQ execution in the same transaction that
+puts the job in the started registry. The job is abandoned when the name's beacon now carries
+another incarnation, or, on this host, when the recorded pid is gone. The ZREM of the registry
 entry decides which sweeper requeues it, so a job is never requeued twice.
+
+A task whose worker died MAX_ABANDONS times is failed instead of requeued: it may be what kills
+workers. Only deaths the job plausibly caused count: not one during a Redis outage or restart, and
+not one when other workers died around the same time (a host or supervisor problem, or an
+operator's kill of several workers).
 """
 
 from __future__ import annotations
@@ -13,6 +23,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import redis
@@ -24,12 +38,21 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from src.asr.config import Settings
 from src.utils import file_handler, history, job_queue, stats, task_store
-from src.utils.redis_client import worker_key
+from src.utils.redis_client import (
+    DEATHS_KEY,
+    REDIS_OUTAGE_KEY,
+    execution_owner_key,
+    worker_key,
+)
 from src.utils.task_store import TaskRecord, TaskStatus, utcnow
 
-# A task whose worker died this many times is failed instead of requeued: it may be the cause.
 MAX_ABANDONS = 3
 RQ_WORKER_PREFIX = "rq:worker:"
+# Worker deaths this close together (seconds) are taken as one event, not any one job's fault.
+CORRELATED_DEATHS_S = 60
+# An owner that is alive but has run another job for this long lost this one's bookkeeping.
+MOVED_ON_GRACE_S = 30
+DEATHS_KEPT_S = 3600
 
 
 def pid_alive(pid: int) -> bool:
@@ -49,34 +72,116 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def _owner_info(conn: redis.Redis, name: str) -> dict[str, str] | None:
-    raw = conn.get(worker_key(name))
-    if raw:
+@dataclass(frozen=True)
+class Owner:
+    """One worker process: its name is reused by restarts, its incarnation never is."""
+
+    name: str
+    incarnation: str = field(default_factory=lambda: uuid.uuid4().hex)
+    pid: int = field(default_factory=os.getpid)
+    hostname: str = field(default_factory=socket.gethostname)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Owner:
         data = json.loads(raw)
-        return {"hostname": str(data.get("hostname", "")), "pid": str(data.get("pid", 0))}
+        return cls(
+            name=str(data["name"]),
+            incarnation=str(data["incarnation"]),
+            pid=int(data["pid"]),
+            hostname=str(data["hostname"]),
+        )
+
+
+def _beacon(conn: redis.Redis, name: str) -> dict[str, object] | None:
+    raw = conn.get(worker_key(name))
+    return json.loads(raw) if raw else None
+
+
+def _rq_registration(conn: redis.Redis, name: str) -> dict[str, str] | None:
     fields = conn.hgetall(RQ_WORKER_PREFIX + name)
     if not fields:
         return None
     info = {k.decode(): v.decode() for k, v in fields.items()}
-    if "death" in info:
-        return None
-    return info
+    return None if "death" in info else info
+
+
+def owner_alive(conn: redis.Redis, owner: Owner) -> bool:
+    """Whether the very process that started a job still exists."""
+    beacon = _beacon(conn, owner.name)
+    if beacon is not None and beacon.get("incarnation") != owner.incarnation:
+        return False  # the name belongs to a later process now
+    if owner.hostname == socket.gethostname():
+        return pid_alive(owner.pid)
+    if beacon is not None:
+        return True
+    info = _rq_registration(conn, owner.name)
+    return info is not None and info.get("pid") == str(owner.pid)
 
 
 def worker_alive(conn: redis.Redis, name: str) -> bool:
-    """Alive if it has a beacon or an RQ registration; on this host, only if its pid exists."""
-    info = _owner_info(conn, name)
+    """Whether some process of this name lives (for batch claims, which are kept by name)."""
+    beacon = _beacon(conn, name)
+    info: dict[str, object] | None = beacon if beacon is not None else _rq_registration(conn, name)
     if info is None:
         return False
     if info.get("hostname") == socket.gethostname():
-        return pid_alive(int(info.get("pid") or 0))
+        return pid_alive(int(str(info.get("pid") or 0)))
     return True
 
 
+def load_owner(conn: redis.Redis, execution_id: str) -> Owner | None:
+    raw = conn.get(execution_owner_key(execution_id))
+    return Owner.from_json(raw) if raw else None
+
+
+def note_redis_outage(conn: redis.Redis, at: float) -> None:
+    """A worker saw Redis unreachable until `at`: deaths around then are not the job's fault."""
+    conn.set(REDIS_OUTAGE_KEY, at)
+
+
+def _moved_on(conn: redis.Redis, owner: Owner, job_id: str, started: datetime | None) -> bool:
+    """The owner lives but runs something else: this job's end was lost (e.g. to a Redis
+    restart that dropped its last writes). A short grace covers the start of a job."""
+    if started is None or time.time() - started.timestamp() < MOVED_ON_GRACE_S:
+        return False
+    info = _rq_registration(conn, owner.name)
+    return info is not None and info.get("current_job", "") != job_id
+
+
+def _death(owner: Owner, job_id: str) -> str:
+    return f"{owner.incarnation}|{job_id}"
+
+
+def _innocent_reason(
+    conn: redis.Redis, owner: Owner, job_id: str, started: datetime | None
+) -> str | None:
+    """Why this death is not the job's fault, or None when the job may have caused it.
+
+    A job that kills every worker it meets leaves a trail of deaths all on itself; workers
+    dying around the same time on other jobs point at something else."""
+    now = time.time()
+    recent = conn.zrangebyscore(DEATHS_KEY, now - CORRELATED_DEATHS_S, "+inf")
+    for raw in recent:
+        incarnation, _, other_job = raw.decode().partition("|")
+        if incarnation != owner.incarnation and other_job != job_id:
+            return "other workers died at the same time"
+    since = started.timestamp() if started else now
+    outage = conn.get(REDIS_OUTAGE_KEY)
+    if outage is not None and float(outage) >= since:
+        return "Redis was unreachable while it ran"
+    uptime = int(conn.info("server").get("uptime_in_seconds", 0)) + 1  # whole seconds, floored
+    if now - uptime > since:
+        return "Redis restarted while it ran"
+    return None
+
+
 def requeue_abandoned(conn: redis.Redis, queue: Queue, settings: Settings) -> list[str]:
-    """Requeue (or, after MAX_ABANDONS, fail) started jobs whose worker is gone."""
+    """Requeue (or, after MAX_ABANDONS deaths it may have caused, fail) jobs whose worker died."""
     registry = StartedJobRegistry(queue=queue)
-    moved: list[str] = []
+    abandoned: list[tuple[str, Job, Owner | None]] = []
     for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
         entry = f"{job_id}:{execution_id}"
         try:
@@ -84,26 +189,53 @@ def requeue_abandoned(conn: redis.Redis, queue: Queue, settings: Settings) -> li
         except NoSuchJobError:
             conn.zrem(registry.key, entry)
             continue
-        if job.worker_name and worker_alive(conn, job.worker_name):
+        owner = load_owner(conn, execution_id)
+        if owner is None:  # started by a plain `rq worker`: judge by name
+            if job.worker_name and worker_alive(conn, job.worker_name):
+                continue
+        elif owner_alive(conn, owner) and not _moved_on(conn, owner, job_id, job.started_at):
             continue
+        abandoned.append((entry, job, owner))
+    now = time.time()
+    if any(owner for _, _, owner in abandoned):
+        with conn.pipeline() as pipe:
+            for _, job, owner in abandoned:
+                if owner is not None:
+                    pipe.zadd(DEATHS_KEY, {_death(owner, job.id): now}, nx=True)
+            pipe.zremrangebyscore(DEATHS_KEY, "-inf", now - DEATHS_KEPT_S)
+            pipe.execute()
+    moved: list[str] = []
+    for entry, job, owner in abandoned:
         if not conn.zrem(registry.key, entry):
             continue  # another sweeper took it
-        record = task_store.load(conn, job_id)
-        if record is not None and record.attempts >= MAX_ABANDONS:
-            _fail(conn, queue, job, settings, record.attempts)
-            moved.append(job_id)
-            continue
-        task_store.update(conn, job_id, status=TaskStatus.QUEUED, stage="requeued", progress=0)
-        job.started_at = None
-        job.ended_at = None
-        job.save()
-        queue.enqueue_job(job, at_front=True)
-        logger.warning(
-            f"task={job_id} requeued: its worker {job.worker_name or '?'} stopped mid-job "
-            f"(attempt {record.attempts if record else '?'} of {MAX_ABANDONS})"
-        )
-        moved.append(job_id)
+        if _requeue_one(conn, queue, settings, job, owner):
+            moved.append(job.id)
     return moved
+
+
+def _requeue_one(
+    conn: redis.Redis, queue: Queue, settings: Settings, job: Job, owner: Owner | None
+) -> bool:
+    record = task_store.load(conn, job.id)
+    if record is not None and record.status in (TaskStatus.DONE, TaskStatus.FAILED):
+        logger.warning(f"task={job.id} was {record.status.value}; dropped its stale RQ entry")
+        return False
+    who = owner.name if owner else job.worker_name or "?"
+    reason = _innocent_reason(conn, owner, job.id, job.started_at) if owner else None
+    abandons = (record.abandons if record else 0) + (0 if reason else 1)
+    if reason is None and abandons >= MAX_ABANDONS:
+        _fail(conn, queue, job, settings, abandons)
+        return True
+    task_store.update(
+        conn, job.id, status=TaskStatus.QUEUED, stage="requeued", progress=0, abandons=abandons
+    )
+    job.started_at = None
+    job.ended_at = None
+    job.save()
+    queue.enqueue_job(job, at_front=True)
+    counted = f"not counted: {reason}" if reason else f"{abandons} of {MAX_ABANDONS}"
+    logger.warning(f"task={job.id} requeued: its worker {who} stopped mid-job ({counted})")
+    return True
 
 
 def return_claimed(conn: redis.Redis, queue: Queue, worker: str) -> list[str]:
@@ -135,8 +267,11 @@ def mark_failed(
     return failed
 
 
-def _fail(conn: redis.Redis, queue: Queue, job: Job, settings: Settings, attempts: int) -> None:
-    message = f"The worker stopped while processing this task ({attempts} times)"
+def _fail(conn: redis.Redis, queue: Queue, job: Job, settings: Settings, abandons: int) -> None:
+    message = (
+        f"The worker stopped while processing this task ({abandons} times, each time alone and "
+        "with Redis up): it may be what makes the worker crash"
+    )
     job.set_status(JobStatus.FAILED)
     FailedJobRegistry(queue=queue).add(job, ttl=settings.task_ttl_seconds, exc_string=message)
     mark_failed(conn, settings, job.id, message)

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import redis
 import redis.asyncio
+import redis.asyncio.retry
+from loguru import logger
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
 
 from src.asr.config import Settings
 
@@ -17,12 +21,21 @@ AUDIO_INDEX_KEY = f"{KEY_PREFIX}:audio:index"
 # Recordings whose task is queued or running: retention skips them without loading the task.
 AUDIO_PINNED_KEY = f"{KEY_PREFIX}:audio:pinned"
 STATS_KEY = f"{KEY_PREFIX}:stats"
+JOB_SECONDS_KEY = f"{KEY_PREFIX}:stats:job_seconds"
 WORKER_KEY_PREFIX = f"{KEY_PREFIX}:worker:"
 # Names of workers that published a beacon (scored by when it was last seen): the index that
 # spares readers a SCAN of the keyspace. The beacons' own TTL still decides who is ready.
 READY_WORKERS_KEY = f"{KEY_PREFIX}:workers"
 CLAIMED_KEY_PREFIX = f"{KEY_PREFIX}:claimed:"
 CLAIMERS_KEY = f"{KEY_PREFIX}:claimers"
+# Who runs an RQ execution (worker name, incarnation, pid, host): see src/utils/recovery.py.
+EXECUTION_OWNER_PREFIX = f"{KEY_PREFIX}:execution:"
+# Worker processes found dead (incarnation -> when), to tell one job's crash from a wider outage.
+DEATHS_KEY = f"{KEY_PREFIX}:deaths"
+# When a worker last saw Redis unreachable (epoch seconds): deaths then are not the job's fault.
+REDIS_OUTAGE_KEY = f"{KEY_PREFIX}:redis:last_outage"
+# A worker waits this long at most between two tries while Redis is away.
+WORKER_RETRY_CAP_S = 5.0
 
 # Errors that mean "Redis is unreachable or unhealthy": the API maps them to 503.
 REDIS_ERRORS: tuple[type[Exception], ...] = (
@@ -51,14 +64,23 @@ def claimed_key(worker: str) -> str:
     return f"{CLAIMED_KEY_PREFIX}{worker}"
 
 
+def execution_owner_key(execution_id: str) -> str:
+    return f"{EXECUTION_OWNER_PREFIX}{execution_id}"
+
+
 def api_connection(settings: Settings) -> redis.Redis:
-    """Connection for the API (and a worker's readiness beacon): fail fast, never hang."""
+    """Connection for the API (and a worker's readiness beacon): fail fast, never hang.
+
+    One immediate retry on a connection error: after a Redis restart the pooled connection is
+    dead, and the first command must get a fresh one instead of a 503. Timeouts are not retried,
+    so a stalled Redis still costs one read timeout.
+    """
     return redis.Redis.from_url(
         settings.redis_dsn,
         socket_connect_timeout=0.5,
         socket_timeout=1.0,
         health_check_interval=10,
-        retry_on_timeout=False,
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
     )
 
 
@@ -69,15 +91,32 @@ def api_async_connection(settings: Settings) -> redis.asyncio.Redis:
         socket_connect_timeout=0.5,
         socket_timeout=1.0,
         health_check_interval=10,
-        retry_on_timeout=False,
+        retry=redis.asyncio.retry.Retry(
+            NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)
+        ),
     )
 
 
+class _LoggedBackoff(ExponentialBackoff):
+    """Exponential back-off that says in the worker log that it is waiting for Redis."""
+
+    def compute(self, failures: int) -> float:
+        delay = super().compute(failures)
+        logger.warning(f"Redis unreachable; try {failures + 1} in {delay:.1f}s")
+        return delay
+
+
 def worker_connection(settings: Settings) -> redis.Redis:
-    """Connection for RQ workers; RQ itself sets the read timeout above its BLPOP timeout."""
+    """Connection for RQ workers; RQ itself sets the read timeout above its BLPOP timeout.
+
+    Every command, RQ's own bookkeeping included, retries with back-off for as long as Redis is
+    away: a worker holds a loaded model and maybe a finished transcript, and dying in an outage
+    would lose both. The job's own timeout still bounds how long a job can wait.
+    """
     return redis.Redis.from_url(
         settings.redis_dsn,
         socket_connect_timeout=2.0,
         socket_keepalive=True,
         health_check_interval=30,
+        retry=Retry(_LoggedBackoff(cap=WORKER_RETRY_CAP_S, base=0.25), -1),
     )

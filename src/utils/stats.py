@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import redis
 
-from src.utils.redis_client import STATS_KEY
+from src.utils.redis_client import JOB_SECONDS_KEY, STATS_KEY
+
+# Recent jobs whose worker time the wait estimate averages.
+JOB_SECONDS_KEPT = 100
 
 
 def incr_submitted(conn: redis.Redis | redis.client.Pipeline) -> None:
@@ -28,7 +31,19 @@ def read(conn: redis.Redis) -> dict[str, float]:
     return {k.decode() if isinstance(k, bytes) else k: float(v) for k, v in raw.items()}
 
 
-def mean_processing_seconds(conn: redis.Redis) -> float | None:
-    values = read(conn)
-    done = values.get("done", 0.0)
-    return values.get("processing_seconds", 0.0) / done if done else None
+def record_job_seconds(conn: redis.Redis, seconds: float) -> None:
+    """Worker time one job took, batches shared out: what the wait estimate is based on."""
+    with conn.pipeline() as pipe:
+        pipe.lpush(JOB_SECONDS_KEY, round(seconds, 4))
+        pipe.ltrim(JOB_SECONDS_KEY, 0, JOB_SECONDS_KEPT - 1)
+        pipe.execute()
+
+
+def recent_job_seconds(conn: redis.Redis) -> float | None:
+    """Mean worker seconds per job over the last JOB_SECONDS_KEPT jobs (None before any)."""
+    values = [float(v) for v in conn.lrange(JOB_SECONDS_KEY, 0, -1)]
+    return sum(values) / len(values) if values else None
+
+
+def record_history_error(conn: redis.Redis) -> None:
+    conn.hincrby(STATS_KEY, "history_write_errors", 1)

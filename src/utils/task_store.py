@@ -64,6 +64,8 @@ class TaskRecord(BaseModel):
     error: str | None = None
     worker_id: str | None = None
     attempts: int = 0
+    # Worker deaths this task may have caused (see src/utils/recovery.py); failed at 3.
+    abandons: int = 0
 
 
 def utcnow() -> datetime:

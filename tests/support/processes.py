@@ -156,7 +156,9 @@ class WorkerProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: {self.output()[-3000:]}")
             raw = conn.get(f"asr:worker:{self.name}")
-            return json.loads(raw) if raw else None
+            beacon = json.loads(raw) if raw else None
+            # Not a beacon a killed predecessor of the same name left behind (15 s TTL).
+            return beacon if beacon and beacon.get("pid") == self.proc.pid else None
 
         return wait_for(ready, timeout, 0.2, f"{self.name} readiness")  # type: ignore[return-value]
 
