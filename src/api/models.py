@@ -194,3 +194,6 @@ class StatsResponse(BaseModel):
     workers_active: int
     recordings: int
     storage_bytes: int = Field(description="recordings + logs on disk")
+    history_write_errors: int = Field(
+        0, description="finished tasks whose JSONL history line could not be written (disk full)"
+    )

@@ -325,4 +325,5 @@ def service_stats(conn: redis.Redis, settings: Settings, started: float) -> dict
         "recordings": conn.zcard(file_handler.AUDIO_INDEX_KEY),
         "storage_bytes": file_handler.directory_size(settings.recordings_dir)
         + file_handler.directory_size(settings.logs_dir),
+        "history_write_errors": int(values.get("history_write_errors", 0)),
     }

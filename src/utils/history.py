@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from loguru import logger
 
+from src.utils import stats
 from src.utils.redis_client import HISTORY_KEY
 from src.utils.task_store import TaskRecord, TaskStatus
 
@@ -54,9 +56,18 @@ def append_jsonl(path: Path, entry: dict[str, Any]) -> None:
 
 
 def record(conn: redis.Redis, path: Path, task: TaskRecord, keep: int) -> dict[str, Any]:
-    """Add one finished task to both stores; the JSONL line is written first (it is the backup)."""
+    """Add one finished task to both stores; the JSONL line is written first (it is the backup).
+
+    A line that cannot be written (disk full) is logged as an error and counted in /stats
+    (`history_write_errors`), but does not undo the task: the transcript the client waits for
+    is already in Redis, and failing the task would replace it with a misleading error.
+    """
     entry = entry_for(task)
-    append_jsonl(path, entry)
+    try:
+        append_jsonl(path, entry)
+    except OSError as exc:
+        stats.record_history_error(conn)
+        logger.error(f"task={task.task_id} history line NOT written to {path}: {exc}")
     with conn.pipeline() as pipe:
         pipe.lpush(HISTORY_KEY, json.dumps(entry, ensure_ascii=False))
         pipe.ltrim(HISTORY_KEY, 0, keep - 1)
