@@ -381,12 +381,17 @@ class Soak:
         self.note("submitter done", accepted=len(self.accepted), refused=self.refused)
 
     def pace(self, index: int) -> None:
-        """Keep a small backlog, and stay at most one backlog ahead of the fault schedule."""
+        """Keep `backlog` tasks queued. While the fault schedule lags a backlog behind, or the
+        last jobs are due with faults still to come, keep only a trickle queued: the faults
+        still find busy workers, and the submissions do not run away from them."""
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not self.stop.is_set():
-            pending = [e for e in self.events[self.events_done :] if e.at_job < index]
-            lagging = bool(pending) and pending[0].at_job < index - self.plan.backlog
-            if self.backlog() < self.plan.backlog and not lagging:
+            pending = self.events[self.events_done :]
+            behind = bool(pending) and (
+                pending[0].at_job < index - self.plan.backlog
+                or index >= self.plan.jobs - self.plan.backlog
+            )
+            if self.backlog() < (2 * self.plan.workers if behind else self.plan.backlog):
                 return
             time.sleep(0.2)
 
@@ -620,10 +625,13 @@ class Soak:
 
     def switch(self) -> None:
         """End of the lone-worker phase: stop its supervisor (warm), start `workers` workers."""
-        deadline = time.monotonic() + RESTART_TIMEOUT_S
-        # Let the lone worker's last restart finish, so its time is measured.
+        # The lone worker must get the chance to recover its predecessor's job by itself: wait
+        # until every lone kill's requeue and restart are measured (or timed out).
+        deadline = time.monotonic() + max(REQUEUE_TIMEOUT_S, RESTART_TIMEOUT_S) + 10
         while time.monotonic() < deadline and any(
-            k.restart_s is None for k in self.kills if k.kind == "lone_kill"
+            k.restart_s is None or k.outcome == "pending"
+            for k in self.kills
+            if k.kind == "lone_kill"
         ):
             time.sleep(0.2)
         began = time.monotonic()
@@ -732,15 +740,21 @@ class Soak:
         results: dict[str, dict[str, Any]] = {}
         with httpx.Client(base_url=self.stack.api.url, timeout=10) as client:
             for task_id in self.accepted:
+                results[task_id] = {"status": "no answer from the API"}
                 for _ in range(30):
-                    resp = client.get(f"/api/v1/asr/result/{task_id}")
-                    if resp.status_code != 503:
-                        break
-                    time.sleep(1)
-                if resp.status_code == 404:
-                    results[task_id] = {"status": "unknown (404)"}
-                else:
-                    results[task_id] = resp.json()
+                    try:
+                        resp = client.get(f"/api/v1/asr/result/{task_id}")
+                    except httpx.HTTPError:
+                        time.sleep(1)
+                        continue
+                    if resp.status_code == 404:
+                        results[task_id] = {"status": "unknown (404)"}
+                    elif resp.status_code == 200:
+                        results[task_id] = resp.json()
+                    else:
+                        time.sleep(1)
+                        continue
+                    break
         return results
 
     def account(self) -> dict[str, Any]:
@@ -889,6 +903,10 @@ def tally(
     }
 
 
+def sec(value: float | None) -> str:
+    return "–" if value is None else f"{value} s"
+
+
 def markdown(summary: dict[str, Any], command: str, started: str) -> str:
     """The report section: what ran, and the figures a reader checks first."""
     s, o, k, r = summary["submissions"], summary["outcomes"], summary["kills"], summary["redis"]
@@ -914,9 +932,10 @@ def markdown(summary: dict[str, Any], command: str, started: str) -> str:
         f"| worker SIGKILLs | {k['count']} ({kinds}), "
         f"{k['distinct_tasks_hit']} distinct tasks hit |",
         f"| requeue after a kill (kill → task `queued` or running again), median / max "
-        f"| {rq['median']} s / {rq['max']} s (n={rq['n']}) |",
+        f"| {sec(rq['median'])} / {sec(rq['max'])} (n={rq['n']}) |",
         f"| worker restart (kill → readiness with a new pid), median / max "
-        f"| {rs['median']} s / {rs['max']} s (n={rs['n']}; supervisor respawn {sp['median']} s) |",
+        f"| {sec(rs['median'])} / {sec(rs['max'])} (n={rs['n']}; supervisor respawn "
+        f"{sec(sp['median'])}) |",
         f"| Redis restarts / outages | {r['restarts']} / {r['outages']} |",
     ]
     if o["failed_reasons"]:
