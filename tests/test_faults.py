@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,19 @@ from fastapi.testclient import TestClient
 from rq.job import Job
 
 from src.api.main import create_app
-from tests.support.audio_samples import SPEECH_WAV, make_long
-from tests.support.fixtures import Env, history_lines, make_settings, result, submit, wait_status
+from tests.support.audio_samples import SPEECH_WAV
+from tests.support.fixtures import (
+    Env,
+    history_lines,
+    make_settings,
+    result,
+    small_tmpfs,
+    submit,
+    wait_status,
+)
 from tests.support.processes import ROOT, wait_for
-from tests.support.tiny_models import ModelDirs
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("stop_workers")]
 
 
 def record(fault: str, **figures: Any) -> None:
@@ -37,27 +43,6 @@ def record(fault: str, **figures: Any) -> None:
     if path:
         with open(path, "a") as fh:
             fh.write(json.dumps({"fault": fault, **figures}) + "\n")
-
-
-@pytest.fixture(scope="module")
-def fenv(tmp_path_factory: pytest.TempPathFactory, model_dirs: ModelDirs) -> Iterator[Env]:
-    env = Env(tmp_path_factory.mktemp("faults"), model_dirs)
-    yield env
-    env.close()
-
-
-@pytest.fixture(autouse=True)
-def _stop_workers(fenv: Env) -> Iterator[None]:
-    """Each test starts the workers it needs; none outlives it, pass or fail."""
-    yield
-    for worker in fenv.workers:
-        worker.stop(10)
-    fenv.workers.clear()
-
-
-@pytest.fixture(scope="module")
-def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_long(SPEECH_WAV, tmp_path_factory.mktemp("clips"), seconds=300, fmt="flac")
 
 
 def test_sigkilled_worker_job_is_rerun_and_finished(fenv: Env, long_clip: Path):
@@ -311,14 +296,7 @@ def test_stalled_redis_gets_503_quickly_and_recovers(fenv: Env):
 def test_disk_full_while_saving_an_upload_is_507(fenv: Env, tmp_path: Path):
     """The recordings directory is a 128 KB tmpfs; the upload is 212 KB."""
     storage = tmp_path / "storage"
-    mount = storage / "recordings"
-    mount.mkdir(parents=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
+    with small_tmpfs(storage / "recordings", "128k") as mount:
         settings = make_settings(fenv.redis.port, storage, rq_queue_name="asr-disk")
         conn = fenv.conn()
         tasks_before = set(conn.scan_iter("asr:task:*"))
@@ -337,5 +315,3 @@ def test_disk_full_while_saving_an_upload_is_507(fenv: Env, tmp_path: Path):
             recovery_s=0,
             outcome="507 JSON; partial file removed; no task, no job",
         )
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)

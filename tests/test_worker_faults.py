@@ -12,7 +12,6 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,35 +21,21 @@ from rq.job import Job
 from src.api.main import create_app
 from src.asr.config import Settings
 from src.utils import stats
-from tests.support.audio_samples import SPEECH_WAV, make_long
-from tests.support.fixtures import Env, history_lines, make_settings, result, submit, wait_status
-from tests.support.processes import wait_for
+from tests.support.audio_samples import SPEECH_WAV
+from tests.support.fixtures import (
+    Env,
+    history_lines,
+    make_settings,
+    result,
+    small_tmpfs,
+    submit,
+    wait_status,
+)
+from tests.support.processes import WorkerProcess, wait_for
 from tests.support.tiny_models import ModelDirs
 from tests.test_faults import record
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def wenv(tmp_path_factory: pytest.TempPathFactory, model_dirs: ModelDirs) -> Iterator[Env]:
-    env = Env(tmp_path_factory.mktemp("worker-faults"), model_dirs)
-    yield env
-    env.close()
-
-
-@pytest.fixture(autouse=True)
-def _stop_workers(wenv: Env) -> Iterator[None]:
-    yield
-    for worker in wenv.workers:
-        worker.stop(10)
-    wenv.workers.clear()
-    if wenv.redis.proc is None:
-        wenv.redis.start()
-
-
-@pytest.fixture(scope="module")
-def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_long(SPEECH_WAV, tmp_path_factory.mktemp("clips"), seconds=300, fmt="flac")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("stop_workers")]
 
 
 def history(settings: Settings, task_id: str) -> list[dict]:
@@ -60,20 +45,20 @@ def history(settings: Settings, task_id: str) -> list[dict]:
     return history_lines(settings, task_id)
 
 
-def test_restarted_lone_worker_requeues_its_predecessors_job_at_once(wenv: Env, long_clip: Path):
+def test_restarted_lone_worker_requeues_its_predecessors_job_at_once(fenv: Env, long_clip: Path):
     """RQ_WORKER_COUNT=1: the supervisor restarts worker-1 under the same name; the new process
     must not take the dead one's job for its own (it used to stay `processing` for 11 min)."""
-    conn = wenv.conn()
-    first = wenv.worker("solo")
+    conn = fenv.conn()
+    first = fenv.worker("solo")
     first.wait_ready(conn)
-    settings = wenv.settings()
+    settings = fenv.settings()
     with TestClient(create_app(settings)) as client:
         task_id = submit(client, long_clip)
         wait_status(client, task_id, {"processing"}, 60)
         first.kill_group(signal.SIGKILL)
         first.proc.wait(10)  # type: ignore[union-attr]
         killed_at = time.monotonic()
-        second = wenv.worker("solo")
+        second = fenv.worker("solo")
         second.wait_ready(conn)
         ready_at = time.monotonic()
 
@@ -98,12 +83,12 @@ def test_restarted_lone_worker_requeues_its_predecessors_job_at_once(wenv: Env, 
     )
 
 
-def test_both_workers_killed_at_once_both_jobs_are_rerun(wenv: Env, long_clip: Path):
-    conn = wenv.conn()
-    workers = [wenv.worker("pair-1"), wenv.worker("pair-2")]
+def test_both_workers_killed_at_once_both_jobs_are_rerun(fenv: Env, long_clip: Path):
+    conn = fenv.conn()
+    workers = [fenv.worker("pair-1"), fenv.worker("pair-2")]
     for w in workers:
         w.wait_ready(conn)
-    settings = wenv.settings(asr_batch_jobs=1)
+    settings = fenv.settings(asr_batch_jobs=1)
     with TestClient(create_app(settings)) as client:
         tasks = [submit(client, long_clip) for _ in workers]
         for task_id in tasks:
@@ -114,10 +99,10 @@ def test_both_workers_killed_at_once_both_jobs_are_rerun(wenv: Env, long_clip: P
             w.kill_group(signal.SIGKILL)
         for w in workers:
             w.proc.wait(10)  # type: ignore[union-attr]
-        wenv.workers.clear()
+        fenv.workers.clear()
         killed_at = time.monotonic()
         for name in ("pair-1", "pair-2"):
-            wenv.worker(name).wait_ready(conn)
+            fenv.worker(name).wait_ready(conn)
         bodies = [wait_status(client, t, {"done", "failed"}, 180) for t in tasks]
         recovered = time.monotonic() - killed_at
     assert [b["status"] for b in bodies] == ["done", "done"], bodies
@@ -132,22 +117,22 @@ def test_both_workers_killed_at_once_both_jobs_are_rerun(wenv: Env, long_clip: P
     )
 
 
-def test_redis_down_when_a_job_ends_keeps_the_result_and_the_worker(wenv: Env, long_clip: Path):
+def test_redis_down_when_a_job_ends_keeps_the_result_and_the_worker(fenv: Env, long_clip: Path):
     """Redis stopped for 60 s around the end of a job: the worker keeps the transcript, retries
     with back-off, writes it once Redis is back, and is still the same process."""
-    conn = wenv.conn()
-    worker = wenv.worker("outage-w")
+    conn = fenv.conn()
+    worker = fenv.worker("outage-w")
     worker.wait_ready(conn)
     pid = worker.proc.pid  # type: ignore[union-attr]
-    settings = wenv.settings()
+    settings = fenv.settings()
     outage_s = 60
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         task_id = submit(client, long_clip)
         wait_status(client, task_id, {"processing"}, 60)
-        wenv.redis.stop(signal.SIGTERM)
+        fenv.redis.stop(signal.SIGTERM)
         time.sleep(outage_s)  # the 300 s clip takes about 5 s: it ends inside the outage
         assert worker.proc is not None and worker.proc.poll() is None, worker.output()[-2000:]
-        wenv.redis.start()
+        fenv.redis.start()
         back_at = time.monotonic()
         body = wait_status(client, task_id, {"done", "failed"}, 120)
         written_s = time.monotonic() - back_at
@@ -168,19 +153,19 @@ def test_redis_down_when_a_job_ends_keeps_the_result_and_the_worker(wenv: Env, l
     )
 
 
-def test_worker_started_while_redis_is_down_waits_then_serves(wenv: Env):
-    conn = wenv.conn()
-    wenv.redis.stop(signal.SIGTERM)
-    worker = wenv.worker("late-w")
+def test_worker_started_while_redis_is_down_waits_then_serves(fenv: Env):
+    conn = fenv.conn()
+    fenv.redis.stop(signal.SIGTERM)
+    worker = fenv.worker("late-w")
     wait_for(lambda: "waiting for Redis" in worker.output(), 180, 0.2, "model loaded, waiting")
     time.sleep(8)  # several rounds of back-off: it used to exit here and reload the model
     assert worker.proc is not None and worker.proc.poll() is None, worker.output()[-2000:]
     assert worker.output().count("waiting for Redis") >= 3
-    wenv.redis.start()
+    fenv.redis.start()
     back_at = time.monotonic()
     worker.wait_ready(conn, 60)
     ready_s = time.monotonic() - back_at
-    with TestClient(create_app(wenv.settings())) as client:
+    with TestClient(create_app(fenv.settings())) as client:
         task_id = submit(client, SPEECH_WAV)
         assert wait_status(client, task_id, {"done", "failed"}, 60)["status"] == "done"
     assert worker.output().count("models loaded") == 1
@@ -191,16 +176,16 @@ def test_worker_started_while_redis_is_down_waits_then_serves(wenv: Env):
     )
 
 
-def test_first_health_after_a_redis_restart_is_not_a_stale_503(wenv: Env):
-    conn = wenv.conn()
+def test_first_health_after_a_redis_restart_is_not_a_stale_503(fenv: Env):
+    conn = fenv.conn()
     beacon = {"name": "probe", "pid": 1, "hostname": "elsewhere", "model_loaded": True}
-    with TestClient(create_app(wenv.settings()), raise_server_exceptions=False) as client:
+    with TestClient(create_app(fenv.settings()), raise_server_exceptions=False) as client:
         conn.set("asr:worker:probe", json.dumps(beacon), ex=60)
         conn.zadd("asr:workers", {"probe": time.time()})
         assert client.get("/api/v1/health").status_code == 200
         assert client.get("/api/v1/stats").status_code == 200
-        wenv.redis.stop(signal.SIGTERM)
-        wenv.redis.start()
+        fenv.redis.stop(signal.SIGTERM)
+        fenv.redis.start()
         first = client.get("/api/v1/health")
         stats_first = client.get("/api/v1/stats")
     conn.delete("asr:worker:probe")
@@ -210,28 +195,19 @@ def test_first_health_after_a_redis_restart_is_not_a_stale_503(wenv: Env):
     assert stats_first.status_code == 200, stats_first.text
 
 
-def test_full_disk_at_the_worker_keeps_the_transcript(wenv: Env, model_dirs: ModelDirs, tmp_path):
+def test_full_disk_at_the_worker_keeps_the_transcript(fenv: Env, model_dirs: ModelDirs, tmp_path):
     """The logs directory (the JSONL history) is a full tmpfs when the job ends: the task is
     still done with its text, and the lost history line is logged and counted."""
     storage = tmp_path / "storage"
-    logs = storage / "logs"
-    logs.mkdir(parents=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(logs)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
-        settings = make_settings(wenv.redis.port, storage, rq_queue_name="asr-fulldisk")
-        env = wenv.env(STORAGE_PATH=str(storage), RQ_QUEUE_NAME="asr-fulldisk")
-        from tests.support.processes import WorkerProcess
-
+    with small_tmpfs(storage / "logs", "256k") as logs:
+        settings = make_settings(fenv.redis.port, storage, rq_queue_name="asr-fulldisk")
+        env = fenv.env(STORAGE_PATH=str(storage), RQ_QUEUE_NAME="asr-fulldisk")
         worker = WorkerProcess("disk-w", env, tmp_path / "out").start()
-        wenv.workers.append(worker)
-        worker.wait_ready(wenv.conn())
+        fenv.workers.append(worker)
+        worker.wait_ready(fenv.conn())
         filler = logs / "filler"
         subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], capture_output=True)
-        before = stats.read(wenv.conn()).get("history_write_errors", 0)
+        before = stats.read(fenv.conn()).get("history_write_errors", 0)
         with TestClient(create_app(settings)) as client:
             task_id = submit(client, SPEECH_WAV)
             body = wait_status(client, task_id, {"done", "failed"}, 60)
@@ -251,25 +227,21 @@ def test_full_disk_at_the_worker_keeps_the_transcript(wenv: Env, model_dirs: Mod
             outcome="task done with its transcript; the lost JSONL line logged as an error and "
             "counted in /stats history_write_errors",
         )
-    finally:
-        for w in wenv.workers:
-            w.stop(10)
-        wenv.workers.clear()
-        subprocess.run(["umount", "-l", str(logs)], check=False)
+        worker.stop(10)  # before the unmount
 
 
-def test_each_worker_keeps_its_own_log_across_rotation(wenv: Env):
+def test_each_worker_keeps_its_own_log_across_rotation(fenv: Env):
     """With a 4 KB rotation, each worker's current asr_worker.<name>.log still gets its lines:
     no worker keeps writing into a file another worker rotated away."""
-    conn = wenv.conn()
+    conn = fenv.conn()
     queue = "asr-rotation"
     workers = [
-        wenv.worker(name, LOG_ROTATION="4 KB", RQ_QUEUE_NAME=queue, ASR_BATCH_JOBS="1")
+        fenv.worker(name, LOG_ROTATION="4 KB", RQ_QUEUE_NAME=queue, ASR_BATCH_JOBS="1")
         for name in ("rot-1", "rot-2")
     ]
     for w in workers:
         w.wait_ready(conn)
-    settings = wenv.settings(rq_queue_name=queue)
+    settings = fenv.settings(rq_queue_name=queue)
     with TestClient(create_app(settings)) as client:
         tasks = [submit(client, SPEECH_WAV) for _ in range(12)]
         for task_id in tasks:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from src.api.main import create_app
 from src.asr.config import Settings
+from tests.support.audio_samples import SPEECH_WAV, make_long
 from tests.support.processes import RedisServer, WorkerProcess, service_env, wait_for
 from tests.support.tiny_models import ModelDirs
 
@@ -131,6 +134,47 @@ class Env:
         for worker in self.workers:
             worker.stop(10)
         self.redis.stop()
+
+
+@pytest.fixture(scope="module")
+def fenv(tmp_path_factory: pytest.TempPathFactory, model_dirs: ModelDirs) -> Iterator[Env]:
+    """A private Redis and storage for one module of fault tests."""
+    env = Env(tmp_path_factory.mktemp("faults"), model_dirs)
+    yield env
+    env.close()
+
+
+@pytest.fixture
+def stop_workers(fenv: Env) -> Iterator[None]:
+    """Each fault test starts the workers it needs; none outlives it, pass or fail, and a test
+    that stopped Redis leaves it running again."""
+    yield
+    for worker in fenv.workers:
+        worker.stop(10)
+    fenv.workers.clear()
+    if fenv.redis.proc is None:
+        fenv.redis.start()
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """300 s of speech as FLAC: about 5 s of work for a worker on the tiny models."""
+    return make_long(SPEECH_WAV, tmp_path_factory.mktemp("clips"), seconds=300, fmt="flac")
+
+
+@contextlib.contextmanager
+def small_tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` at `mount` (created), to fill the disk for real; skips without root."""
+    mount.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def submit(client: TestClient, path: Path) -> str:
