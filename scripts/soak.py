@@ -70,6 +70,9 @@ class Plan:
     long_share: float = 0.15  # share of long clips (90-300 s) among the jobs
     backlog: int = 12  # queued tasks the submitter keeps ahead of the workers
     settle_seconds: float = 120.0  # after the last fault, how long a task may take to finish
+    # A worker killed sooner than the supervisor's QUICK_EXIT_S (10 s) after its start counts as
+    # crash-looping and is restarted with a back-off; kill only workers this old (0: any age).
+    min_worker_age: float = 12.0
     seed: int = 7
 
 
@@ -136,6 +139,16 @@ def stats_of(values: list[float]) -> dict[str, Any]:
         "median": round(statistics.median(values), 2),
         "max": round(max(values), 2),
     }
+
+
+def process_age(pid: int) -> float:
+    """Seconds since the process started (0 if it is gone)."""
+    try:
+        start_ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
 
 
 def pid_alive(pid: int) -> bool:
@@ -309,6 +322,7 @@ class Soak:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.submit_done = threading.Event()
+        self.redis_away = threading.Event()  # an outage: submit anyway, to be refused honestly
         self.inject_done = threading.Event()
         self.accepted: dict[str, dict[str, Any]] = {}  # task_id -> {clip, index, at_s}
         self.status: dict[str, dict[str, Any]] = {}  # task_id -> last task record seen
@@ -391,6 +405,8 @@ class Soak:
                 pending[0].at_job < index - self.plan.backlog
                 or index >= self.plan.jobs - self.plan.backlog
             )
+            if self.redis_away.is_set():
+                return
             if self.backlog() < (2 * self.plan.workers if behind else self.plan.backlog):
                 return
             time.sleep(0.2)
@@ -495,10 +511,14 @@ class Soak:
             self.outage()
 
     def wait_all_ready(self, timeout: float = 120) -> None:
+        """Every worker ready and at least min_worker_age old (bounded)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not all(
-            self.stack.ready_pid(n) for n in self.stack.names
-        ):
+
+        def ready(name: str) -> bool:
+            pid = self.stack.ready_pid(name)
+            return bool(pid) and process_age(pid or 0) >= self.plan.min_worker_age
+
+        while time.monotonic() < deadline and not all(ready(n) for n in self.stack.names):
             time.sleep(0.2)
 
     def batch_of(self, name: str, job: str) -> set[str]:
@@ -678,9 +698,11 @@ class Soak:
         refused_before = self.refused
         began = time.monotonic()
         self.stack.redis.stop(signal.SIGTERM)
+        self.redis_away.set()
         self.note("redis down", processing=fault.processing)
         self.stop.wait(self.plan.outage_seconds)
         self.stack.redis.start()
+        self.redis_away.clear()
         fault.down_s = round(time.monotonic() - began, 2)
         fault.refused = self.refused - refused_before
         self.redis_faults.append(fault)
@@ -969,6 +991,7 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, Path | None, bool]:
         "backlog",
         "settle_seconds",
         "seed",
+        "min_worker_age",
     ):
         value = getattr(defaults, name)
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None)
