@@ -322,6 +322,7 @@ class Soak:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.submit_done = threading.Event()
+        self.need_work = threading.Event()  # the injector waits for a busy worker
         self.redis_away = threading.Event()  # an outage: submit anyway, to be refused honestly
         self.inject_done = threading.Event()
         self.accepted: dict[str, dict[str, Any]] = {}  # task_id -> {clip, index, at_s}
@@ -399,14 +400,15 @@ class Soak:
         last jobs are due with faults still to come, keep only a trickle queued: the faults
         still find busy workers, and the submissions do not run away from them."""
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not self.stop.is_set():
+        while not self.stop.is_set():
             pending = self.events[self.events_done :]
-            behind = bool(pending) and (
-                pending[0].at_job < index - self.plan.backlog
-                or index >= self.plan.jobs - self.plan.backlog
-            )
-            if self.redis_away.is_set():
+            tail = bool(pending) and index >= self.plan.jobs - self.plan.backlog
+            if tail and not self.need_work.is_set() and time.monotonic() < deadline + 480:
+                time.sleep(0.2)  # the last jobs wait for the faults that still need work
+                continue
+            if time.monotonic() > deadline or self.redis_away.is_set():
                 return
+            behind = tail or (bool(pending) and pending[0].at_job < index - self.plan.backlog)
             if self.backlog() < (2 * self.plan.workers if behind else self.plan.backlog):
                 return
             time.sleep(0.2)
@@ -539,6 +541,7 @@ class Soak:
         names = self.stack.names
         started = time.monotonic()
         victims: dict[str, tuple[int, str]] = {}
+        self.need_work.set()
         while time.monotonic() < started + 60 and not self.stop.is_set():
             strict = time.monotonic() < started + 30
             busy = {
@@ -555,6 +558,7 @@ class Soak:
                     victims = {n: busy[n] for n in chosen}
                     break
             time.sleep(0.05)
+        self.need_work.clear()
         if len(victims) < count:  # not enough busy workers: kill idle ones to make up the count
             for name in names:
                 if name not in victims and len(victims) < count:
@@ -670,6 +674,7 @@ class Soak:
         if finishing:
             timing = "no job near its end within 30 s"
             deadline = time.monotonic() + 30
+            self.need_work.set()
             while time.monotonic() < deadline:
                 near = [
                     (t, rec.get("progress", 0))
@@ -680,6 +685,7 @@ class Soak:
                     timing = f"task {near[0][0]} at {near[0][1]}%"
                     break
                 time.sleep(0.02)
+            self.need_work.clear()
         fault = RedisFault("restart", sig.name, self.now(), timing=timing)
         fault.processing = self.processing_now()
         refused_before = self.refused
