@@ -87,6 +87,15 @@ def test_restart_is_immediate_once_then_backs_off_to_30s():
     assert delays == [0, 0, 1, 2, 4, 8, 16, 30, 30]
 
 
+def test_only_workers_that_give_up_early_back_off():
+    killed, failed = signal.SIGKILL, 1 << 8  # wait statuses: SIGKILLed, exited with status 1
+    assert supervisor.next_quick_exits(3, 2.0, failed) == 4
+    assert supervisor.next_quick_exits(3, 2.0, killed) == 3  # killed from outside: no penalty
+    assert supervisor.next_quick_exits(3, 60.0, failed) == 0  # it ran a while: start afresh
+    for _ in range(5):  # the soak's injector killing worker-1 right after each restart
+        assert supervisor.restart_delay(supervisor.next_quick_exits(0, 1.0, killed)) == 0
+
+
 def test_no_fork_while_a_thread_runs():
     stop = threading.Event()
     thread = threading.Thread(target=stop.wait, name="busy")

@@ -108,6 +108,17 @@ def restart_delay(quick_exits: int) -> float:
     return min(FIRST_BACKOFF_S * 2 ** (quick_exits - 2), MAX_BACKOFF_S)
 
 
+def next_quick_exits(quick_exits: int, lived: float, status: int) -> int:
+    """A worker that gave up soon after its start (an exit status) counts towards the back-off;
+    one SIGKILLed from outside (an operator, the OOM killer) does not: it would have served,
+    and each second it stays down is a second with one worker fewer."""
+    if lived >= QUICK_EXIT_S:
+        return 0
+    if os.waitstatus_to_exitcode(status) == -signal.SIGKILL:
+        return quick_exits
+    return quick_exits + 1
+
+
 def describe(status: int) -> str:
     code = os.waitstatus_to_exitcode(status)
     if code < 0:
@@ -241,7 +252,7 @@ class Supervisor:
                 with contextlib.suppress(OSError):
                     self.pid_file(slot).unlink()
                 continue
-            slot.quick_exits = slot.quick_exits + 1 if lived < QUICK_EXIT_S else 0
+            slot.quick_exits = next_quick_exits(slot.quick_exits, lived, status)
             delay = restart_delay(slot.quick_exits)
             slot.start_at = time.monotonic() + delay
             logger.warning(
