@@ -396,20 +396,21 @@ class Soak:
         self.note("submitter done", accepted=len(self.accepted), refused=self.refused)
 
     def pace(self, index: int) -> None:
-        """Keep `backlog` tasks queued. While the fault schedule lags a backlog behind, or the
-        last jobs are due with faults still to come, keep only a trickle queued: the faults
-        still find busy workers, and the submissions do not run away from them."""
-        deadline = time.monotonic() + 120
-        while not self.stop.is_set():
+        """Keep `backlog` tasks queued. While the fault schedule lags more than a backlog behind
+        (a kill waits for a worker that has lived min_worker_age, an outage lasts its seconds),
+        or the last jobs are due with faults still to come, submit only when a fault waits for
+        a busy worker: every kill then lands mid-job instead of on a worker left idle."""
+        deadline = time.monotonic() + 600
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            if self.redis_away.is_set():
+                return
             pending = self.events[self.events_done :]
             tail = bool(pending) and index >= self.plan.jobs - self.plan.backlog
-            if tail and not self.need_work.is_set() and time.monotonic() < deadline + 480:
-                time.sleep(0.2)  # the last jobs wait for the faults that still need work
-                continue
-            if time.monotonic() > deadline or self.redis_away.is_set():
-                return
             behind = tail or (bool(pending) and pending[0].at_job < index - self.plan.backlog)
-            if self.backlog() < (2 * self.plan.workers if behind else self.plan.backlog):
+            if behind:
+                if self.need_work.is_set() and self.backlog() < 2 * self.plan.workers:
+                    return
+            elif self.backlog() < self.plan.backlog:
                 return
             time.sleep(0.2)
 
