@@ -13,7 +13,7 @@ import argparse
 import sys
 import time
 
-from src.asr.config import get_settings
+from src.config import get_settings
 from src.utils.file_handler import AUDIO_INDEX_KEY, enforce_retention
 from src.utils.redis_client import api_connection
 

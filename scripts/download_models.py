@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from src.asr.config import get_settings
 from src.asr.models import ModelNotFoundError, download_target, resolve_model_dir
+from src.config import get_settings
 
 
 def main() -> int:

@@ -22,7 +22,7 @@ uv sync --frozen --extra engine --no-dev --quiet
 PY=.venv/bin/python
 eval "$($PY - <<'PYEOF'
 import shlex
-from src.asr.config import get_settings
+from src.config import get_settings
 s = get_settings()
 for k, v in {"REDIS_HOST": s.redis_host, "REDIS_PORT": s.redis_port, "STORAGE": s.storage_path,
              "API_HOST": s.api_host, "API_PORT": s.api_port, "API_RELOAD": int(s.api_reload),

@@ -14,7 +14,7 @@ from rq import Queue
 from rq.job import Job
 
 from src.api.main import create_app
-from src.asr.config import Settings
+from src.config import Settings
 from src.utils.task_store import TASK_ID_RE
 from tests.support.audio_samples import BAD_INPUTS, SPEECH_OGG, SPEECH_WAV, make_bad_input
 from tests.support.fixtures import make_settings

@@ -34,8 +34,8 @@ from rq import Queue
 from rq.job import Job
 
 from src.api.main import create_app
-from src.asr.config import Settings
 from src.asr.hotwords import MAX_HOTWORDS
+from src.config import Settings
 from src.service.tasks import FULL_CHECK_MAX_BYTES
 from src.utils import task_store
 from src.utils.redis_client import AUDIO_INDEX_KEY

@@ -18,8 +18,8 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from src.asr.config import Settings
 from src.asr.worker import ASRWorker
+from src.config import Settings
 from src.utils import job_queue, recovery, stats, task_store
 from src.utils.recovery import MAX_ABANDONS, Owner
 from src.utils.task_store import TaskRecord, TaskStatus

@@ -35,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from src.api.main import create_app
-from src.asr.config import Settings
+from src.config import Settings
 from src.utils import file_handler, job_queue, task_store
 from src.utils.task_store import TaskRecord, utcnow
 from tests.support.audio_samples import SPEECH_WAV, make_format

@@ -12,8 +12,8 @@ from rq import Queue
 from rq.timeouts import JobTimeoutException
 
 from src.api.tasks import describe_failure, recognize_with_oom_retry
-from src.asr.config import DEFAULT_BATCH_JOBS_CPU, DEFAULT_BATCH_JOBS_GPU, Settings
 from src.asr.recognizer import RecognitionError, Transcript
+from src.config import DEFAULT_BATCH_JOBS_CPU, DEFAULT_BATCH_JOBS_GPU, Settings
 from src.utils import file_handler, job_queue
 from src.utils.redis_client import AUDIO_PINNED_KEY
 from src.utils.task_store import TaskRecord

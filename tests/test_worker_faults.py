@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from rq.job import Job
 
 from src.api.main import create_app
-from src.asr.config import Settings
+from src.config import Settings
 from src.utils import stats
 from tests.support.audio_samples import SPEECH_WAV
 from tests.support.fixtures import (

@@ -5,7 +5,7 @@ in shared ASR batches (SpeechRecognizer.recognize_batch). This figure runs that 
 the engine child on Telegram-like clips (5-30 s), for the full-size architecture and the tiny
 test model, in alternating rounds, and reports each mode's best wall time, the speed-up against
 one by one, and how many transcripts came out identical (text and sentence times). The default
-of ASR_BATCH_JOBS per device (src/asr/config.py) follows these figures.
+of ASR_BATCH_JOBS per device (src/config.py) follows these figures.
 """
 
 from __future__ import annotations

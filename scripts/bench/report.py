@@ -227,7 +227,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 f"faster in every round at {', '.join(map(str, faster))} jobs"
                 if faster
                 else "not faster",
-                "the full-size row decides the device's default (src/asr/config.py)",
+                "the full-size row decides the device's default (src/config.py)",
             )
         )
 

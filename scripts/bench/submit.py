@@ -23,7 +23,7 @@ from scripts.bench.stack import Stack
 
 def retention_scan_ms(stack: Stack, repeats: int = 5) -> dict[str, Any]:
     """Time the API's per-submit retention pass against the current backlog (in this process)."""
-    from src.asr.config import Settings
+    from src.config import Settings
     from src.utils import file_handler, job_queue
 
     settings = Settings(

@@ -11,7 +11,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from rq import Queue
 
 from src.api.errors import APIError
-from src.asr.config import Settings, get_settings
+from src.config import Settings, get_settings
 from src.utils.job_queue import get_queue
 from src.utils.task_store import TASK_ID_PATTERN, is_valid_task_id
 

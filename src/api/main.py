@@ -20,7 +20,7 @@ from src.api.dependencies import require_api_key
 from src.api.middleware import AccessLog, RequestBodyGuard, body_limit_for
 from src.api.models import ErrorResponse
 from src.api.routes import SUBMIT_THREADS, asr, stats_router, system
-from src.asr.config import Settings, get_settings
+from src.config import Settings, get_settings
 from src.utils.file_handler import ensure_dirs
 from src.utils.logger import setup_logging
 from src.utils.redis_client import api_async_connection, api_connection

@@ -14,7 +14,7 @@ from loguru import logger
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from src.api import errors
-from src.asr.config import get_settings
+from src.config import get_settings
 
 # What scripts/serve.sh and the systemd unit pass to `uvicorn --http`.
 HTTP_PROTOCOL = "src.api.server:GuardedHttpToolsProtocol"

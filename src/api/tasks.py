@@ -20,7 +20,6 @@ from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
 from src.asr.audio import AudioError
-from src.asr.config import Settings, get_settings
 from src.asr.recognizer import (
     BatchRequest,
     ProgressFn,
@@ -30,6 +29,7 @@ from src.asr.recognizer import (
     Transcript,
 )
 from src.asr.worker import batched, get_recognizer, worker_name
+from src.config import Settings, get_settings
 from src.utils import file_handler, history, job_queue, stats, task_store
 from src.utils.job_queue import get_queue
 from src.utils.recovery import mark_failed

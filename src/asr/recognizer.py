@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from src.asr.audio import SAMPLE_RATE, AudioError, load_audio
-from src.asr.config import Settings
 from src.asr.hotwords import clean_hotwords, read_hotwords_file
 from src.asr.models import resolve_model_dir
+from src.config import Settings
 
 log = logging.getLogger(__name__)
 

@@ -164,7 +164,7 @@ def run_child(slot: Slot, count: int, worker_main: WorkerMain) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     pin_environment(os.environ, slot, count)
-    from src.asr.config import get_settings
+    from src.config import get_settings
 
     get_settings.cache_clear()  # the parent's copy predates this child's environment
     return worker_main(["--name", slot.name])
@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logger.remove()
     logger.add(sys.stderr, format=LOG_FORMAT, level="INFO", enqueue=False)
-    from src.asr.config import get_settings
+    from src.config import get_settings
 
     count = args.count or get_settings().rq_worker_count
     slots = make_slots(count, visible_gpus(os.environ))

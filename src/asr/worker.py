@@ -29,8 +29,8 @@ from rq.job import Job
 from rq.worker import WorkerStatus
 from rq.worker_registration import unregister
 
-from src.asr.config import Settings, get_settings
 from src.asr.recognizer import SpeechRecognizer, Transcript
+from src.config import Settings, get_settings
 from src.utils import job_queue, stats
 from src.utils.job_queue import get_queue
 from src.utils.logger import setup_logging

@@ -23,7 +23,7 @@ from rq.job import Job
 
 from src.api.errors import APIError, not_found
 from src.asr.audio import SUPPORTED_FORMATS, AudioError, probe, verify
-from src.asr.config import Settings
+from src.config import Settings
 from src.utils import file_handler, history, job_queue, stats, task_store
 from src.utils.file_handler import StorageFullError, UploadTooLargeError
 from src.utils.redis_client import READY_WORKERS_KEY, REDIS_ERRORS, worker_key

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import redis
 
-from src.asr.config import Settings
+from src.config import Settings
 from src.utils import task_store
 from src.utils.redis_client import AUDIO_INDEX_KEY, AUDIO_PINNED_KEY
 from src.utils.task_store import TaskStatus

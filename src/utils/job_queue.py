@@ -14,7 +14,7 @@ from rq import Queue, Worker
 from rq.job import Callback, Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from src.asr.config import Settings
+from src.config import Settings
 from src.utils import stats
 from src.utils.redis_client import CLAIMERS_KEY, READY_WORKERS_KEY, claimed_key, worker_key
 

@@ -15,7 +15,7 @@ from typing import Literal
 
 from loguru import logger
 
-from src.asr.config import Settings
+from src.config import Settings
 
 LOG_FORMAT = "[{time:YYYY-MM-DD HH:mm:ss}] {level} {message}"
 Role = Literal["api", "worker", "script"]

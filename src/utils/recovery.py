@@ -36,7 +36,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from src.asr.config import Settings
+from src.config import Settings
 from src.utils import file_handler, history, job_queue, stats, task_store
 from src.utils.redis_client import (
     DEATHS_KEY,

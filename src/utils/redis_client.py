@@ -13,7 +13,7 @@ from loguru import logger
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
-from src.asr.config import Settings
+from src.config import Settings
 
 KEY_PREFIX = "asr"
 HISTORY_KEY = f"{KEY_PREFIX}:history:latest"

@@ -15,7 +15,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from src.api.main import create_app
-from src.asr.config import Settings
+from src.config import Settings
 from tests.support.audio_samples import SPEECH_WAV, make_long
 from tests.support.processes import RedisServer, WorkerProcess, service_env, wait_for
 from tests.support.tiny_models import ModelDirs
