@@ -11,7 +11,7 @@ import redis
 from rq import Queue
 from rq.timeouts import JobTimeoutException
 
-from src.api.tasks import describe_failure, recognize_with_oom_retry
+from src.asr.jobs import describe_failure, recognize_with_oom_retry
 from src.asr.recognizer import RecognitionError, Transcript
 from src.config import DEFAULT_BATCH_JOBS_CPU, DEFAULT_BATCH_JOBS_GPU, Settings
 from src.utils import file_handler, job_queue

@@ -74,7 +74,7 @@ def get_recognizer() -> SpeechRecognizer:
 class BatchResults:
     """Transcripts a pooled pass made for jobs this worker claimed but has not run yet.
 
-    The job that ran the pass (src/api/tasks.py) leaves them here; each claimed job then runs
+    The job that ran the pass (src/asr/jobs.py) leaves them here; each claimed job then runs
     as a normal RQ job, so registries, callbacks and history stay per job, and publishes its
     transcript instead of recomputing it. A job missing here is transcribed on its own.
     """

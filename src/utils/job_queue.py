@@ -1,6 +1,6 @@
 """The RQ side: enqueueing transcriptions by dotted path, positions, queue figures, wait estimates.
 
-Jobs are enqueued as the string "src.api.tasks.transcribe", so the API process never imports the
+Jobs are enqueued as the string "src.asr.jobs.transcribe", so the API process never imports the
 job module (nor torch/FunASR behind it). The RQ job id is the task id.
 """
 
@@ -18,8 +18,8 @@ from src.config import Settings
 from src.utils import stats
 from src.utils.redis_client import CLAIMERS_KEY, READY_WORKERS_KEY, claimed_key, worker_key
 
-JOB_FUNC = "src.api.tasks.transcribe"
-FAILURE_CALLBACK = "src.api.tasks.on_failure"
+JOB_FUNC = "src.asr.jobs.transcribe"
+FAILURE_CALLBACK = "src.asr.jobs.on_failure"
 # Until the service has timed real jobs, assume this many seconds per job (documented in README).
 DEFAULT_JOB_SECONDS = 10.0
 

@@ -1,6 +1,6 @@
 """RQ job functions. They run inside a worker process (see src/asr/worker.py), never in the API.
 
-The API enqueues them by dotted path ("src.api.tasks.transcribe"), so importing the API does not
+The API enqueues them by dotted path ("src.asr.jobs.transcribe"), so importing the API does not
 import this module, the recognizer, torch or FunASR.
 """
 
