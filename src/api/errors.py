@@ -1,6 +1,9 @@
 """One map from exception to JSON error, all with the same `{"error": ...}` shape.
 
-No handler puts a traceback, a path or a Redis detail into a response; those go to the error log.
+The service raises named domain errors (src/service/errors.py); `SERVICE_ERROR_STATUS` is the one
+place that gives each its HTTP status. `APIError` is for what only HTTP knows: keys, ids in the
+path, form fields, Range headers. No handler puts a traceback, a path or a Redis detail into a
+response; those go to the error log.
 """
 
 from __future__ import annotations
@@ -15,7 +18,21 @@ from fastapi.responses import JSONResponse
 from loguru import logger
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from src.service import errors as domain
+from src.service.errors import ServiceError
 from src.utils.redis_client import REDIS_ERRORS
+
+SERVICE_ERROR_STATUS: dict[type[ServiceError], int] = {
+    domain.InvalidAudio: 400,
+    domain.TaskNotFound: 404,
+    domain.RecordingNotFound: 404,
+    domain.TaskNotFailed: 409,
+    domain.RecordingGone: 410,
+    domain.UploadTooLarge: 413,
+    domain.AudioTooLong: 413,
+    domain.UnsupportedLanguage: 422,
+    domain.StorageFull: 507,
+}
 
 
 class APIError(Exception):
@@ -29,10 +46,6 @@ class APIError(Exception):
         self.error = error
         self.headers = headers
         self.context = context
-
-
-def not_found(task_id: str) -> APIError:
-    return APIError(404, "Task not found", task_id=task_id)
 
 
 def repeated_fields(counts: dict[str, int]) -> APIError:
@@ -103,6 +116,11 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     return _json(exc.status_code, {"error": exc.error, **exc.context}, exc.headers)
 
 
+async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return _json(SERVICE_ERROR_STATUS[type(exc)], {"error": str(exc), **exc.context()})
+
+
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     return _json(exc.status_code, {"error": str(exc.detail)}, getattr(exc, "headers", None))
@@ -140,6 +158,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for exc_type in REDIS_ERRORS:

@@ -230,8 +230,8 @@ def delete_task(task_id: TaskId, conn: RedisDep, settings: SettingsDep) -> dict[
     responses={503: {"model": HealthResponse, "description": "Not ready"}},
 )
 async def health(request: Request, response: Response) -> dict[str, Any]:
-    code, body = await tasks.health(request.app.state.aredis, request.app.state.started)
-    response.status_code = code
+    body = await tasks.health(request.app.state.aredis, request.app.state.started)
+    response.status_code = 200 if body["status"] == "ready" else 503
     return body
 
 

@@ -21,9 +21,20 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from src.api.errors import APIError, not_found
 from src.asr.audio import SUPPORTED_FORMATS, AudioError, probe, verify
 from src.config import Settings
+from src.service.errors import (
+    AudioTooLong,
+    InvalidAudio,
+    RecordingGone,
+    RecordingNotFound,
+    ServiceError,
+    StorageFull,
+    TaskNotFailed,
+    TaskNotFound,
+    UnsupportedLanguage,
+    UploadTooLarge,
+)
 from src.utils import file_handler, history, job_queue, stats, task_store
 from src.utils.file_handler import StorageFullError, UploadTooLargeError
 from src.utils.redis_client import READY_WORKERS_KEY, REDIS_ERRORS, worker_key
@@ -56,15 +67,12 @@ def display_name(filename: str | None) -> str:
     return "upload" if name.strip(". ") == "" else name  # no "..", "." or blank as a name
 
 
-def bad_audio(exc: AudioError) -> APIError:
+def bad_audio(exc: AudioError) -> ServiceError:
+    """Too long is a limit the client can meet by cutting the clip; the rest is not audio."""
     if exc.reason == "too_long":
-        return APIError(413, str(exc), reason=exc.reason)
-    return APIError(
-        400,
-        "Invalid file format",
-        detail=str(exc),
-        reason=exc.reason,
-        supported_formats=list(SUPPORTED_FORMATS),
+        return AudioTooLong(str(exc), reason=exc.reason)
+    return InvalidAudio(
+        detail=str(exc), reason=exc.reason, supported_formats=list(SUPPORTED_FORMATS)
     )
 
 
@@ -80,7 +88,7 @@ def submit(
 ) -> dict[str, Any]:
     """Store, check and enqueue one upload; returns the submit response body."""
     if language not in settings.asr_languages:
-        raise APIError(422, "Unsupported language", supported_languages=settings.asr_languages)
+        raise UnsupportedLanguage(supported_languages=settings.asr_languages)
     now = utcnow()
     task_id = task_store.new_task_id(conn, now)  # Redis down -> 503 before any file exists
     file_handler.ensure_dirs(settings)
@@ -93,9 +101,9 @@ def submit(
         else:
             info = probe(partial, max_duration_s=limit)
     except UploadTooLargeError as exc:
-        raise APIError(413, "File too large", max_bytes=settings.max_upload_bytes) from exc
+        raise UploadTooLarge(max_bytes=settings.max_upload_bytes) from exc
     except StorageFullError as exc:
-        raise APIError(507, "Insufficient storage: the server's disk is full") from exc
+        raise StorageFull() from exc
     except AudioError as exc:
         partial.unlink(missing_ok=True)
         raise bad_audio(exc) from exc
@@ -164,7 +172,7 @@ def view(conn: redis.Redis, queue: Queue, task_id: str) -> dict[str, Any]:
     """The result body for one task, shaped by its status."""
     record = task_store.load(conn, task_id)
     if record is None:
-        raise not_found(task_id)
+        raise TaskNotFound(task_id=task_id)
     body: dict[str, Any] = {
         "task_id": task_id,
         "status": record.status.value,
@@ -203,13 +211,11 @@ def view(conn: redis.Redis, queue: Queue, task_id: str) -> dict[str, Any]:
 def retry(conn: redis.Redis, queue: Queue, settings: Settings, task_id: str) -> dict[str, Any]:
     record = task_store.load(conn, task_id)
     if record is None:
-        raise not_found(task_id)
+        raise TaskNotFound(task_id=task_id)
     if record.status != TaskStatus.FAILED:
-        raise APIError(
-            409, "Only a failed task can be retried", task_id=task_id, status=record.status.value
-        )
+        raise TaskNotFailed(task_id=task_id, status=record.status.value)
     if file_handler.recording_path(settings, record.file) is None:
-        raise APIError(410, "The recording is no longer stored; submit it again", task_id=task_id)
+        raise RecordingGone(task_id=task_id)
     with contextlib.suppress(NoSuchJobError):
         Job.fetch(task_id, connection=conn).delete()
     fresh = record.model_copy(
@@ -234,7 +240,7 @@ def delete(conn: redis.Redis, settings: Settings, task_id: str) -> dict[str, Any
     record = task_store.load(conn, task_id)
     name = record.file if record else file_handler.find_in_index(conn, task_id)
     if record is None and name is None:
-        raise not_found(task_id)
+        raise TaskNotFound(task_id=task_id)
     with contextlib.suppress(NoSuchJobError):
         Job.fetch(task_id, connection=conn).delete()  # also takes it off the queue
     task_store.delete(conn, task_id)
@@ -249,7 +255,7 @@ def find_audio(conn: redis.Redis, settings: Settings, task_id: str) -> tuple[str
     name = record.file if record else file_handler.find_in_index(conn, task_id)
     path = file_handler.recording_path(settings, name) if name else None
     if path is None:
-        raise APIError(404, "Recording not found", task_id=task_id)
+        raise RecordingNotFound(task_id=task_id)
     ext = path.suffix
     download = record.filename if record else path.name
     if not download.lower().endswith(ext.lower()):
@@ -268,9 +274,10 @@ def uptime_text(seconds: float) -> str:
     return f"{minutes} minute{'s' * (minutes != 1)}"
 
 
-async def health(aconn: redis.asyncio.Redis, started: float) -> tuple[int, dict[str, Any]]:
-    """Readiness from the workers' beacons. Async on purpose: during an upload burst every
-    thread of the pool may be busy with submissions, and a probe must not queue behind them."""
+async def health(aconn: redis.asyncio.Redis, started: float) -> dict[str, Any]:
+    """Readiness from the workers' beacons: `status` is "ready" or "unavailable" (the API turns
+    the latter into its status code). Async on purpose: during an upload burst every thread of
+    the pool may be busy with submissions, and a probe must not queue behind them."""
     up = time.time() - started
     body: dict[str, Any] = {
         "uptime": uptime_text(up),
@@ -287,7 +294,7 @@ async def health(aconn: redis.asyncio.Redis, started: float) -> tuple[int, dict[
         raw = await aconn.mget([worker_key(n.decode()) for n in names]) if names else []
     except (*REDIS_ERRORS, TimeoutError, OSError):
         body.update(status="unavailable", error="Redis is unreachable")
-        return 503, body
+        return body
 
     workers = [json.loads(r) for r in raw if r]
     body["workers"] = workers
@@ -295,9 +302,9 @@ async def health(aconn: redis.asyncio.Redis, started: float) -> tuple[int, dict[
     body["model_loaded"] = bool(workers)
     if not workers:
         body.update(status="unavailable", error="Models are still loading...")
-        return 503, body
+        return body
     body["status"] = "ready"
-    return 200, body
+    return body
 
 
 def history_page(conn: redis.Redis, limit: int) -> dict[str, Any]:
