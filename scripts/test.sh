@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the whole test suite on a fresh Linux machine: installs what is missing, then pytest.
+# Run the whole test suite on a fresh Linux machine: installs what is missing, then ruff, the
+# import contracts (lint-imports) and pytest.
 #
 #   scripts/test.sh [pytest args]
 #
@@ -30,4 +31,5 @@ fi
 
 uv sync --frozen --extra engine --quiet
 uv run --frozen --no-sync ruff check .
+uv run --frozen --no-sync lint-imports  # the import layers in pyproject.toml [tool.importlinter]
 exec uv run --frozen --no-sync pytest "$@"
