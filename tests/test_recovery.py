@@ -146,13 +146,27 @@ def test_an_owner_that_moved_on_lost_the_jobs_end(conn: redis.Redis, settings: S
     assert record is not None and record.status == TaskStatus.DONE
 
 
-def test_estimated_wait_follows_the_observed_throughput(conn: redis.Redis):
-    assert job_queue.estimated_wait(conn, 3, 1) == 3 * job_queue.DEFAULT_JOB_SECONDS
-    # A batch of four that took 4.3 s of worker time, then one lone job of 1.7 s.
-    for seconds in (4.0, 0.1, 0.1, 0.1, 1.7):
-        stats.record_job_seconds(conn, seconds)
-    assert stats.recent_job_seconds(conn) == 1.2
-    assert job_queue.estimated_wait(conn, 10, 2) == 6  # ceil(10 * 1.2 / 2)
+def test_estimated_wait_follows_the_observed_throughput(conn: redis.Redis, settings: Settings):
+    queue = job_queue.get_queue(conn, settings)
+    assert job_queue.estimated_wait(conn, 3, 1, 15.0) == 3 * job_queue.DEFAULT_JOB_SECONDS
+    # Recent history: one 300 s recording (5 s of worker time), then a batch of four 15 s voice
+    # notes whose pass took 1.3 s (the first job carries it, the others only their bookkeeping).
+    for busy, audio in ((5.0, 300.0), (1.0, 15.0), (0.1, 15.0), (0.1, 15.0), (0.1, 15.0)):
+        stats.record_job(conn, busy, audio)
+    per_job, per_audio_second = stats.recent_throughput(conn)  # type: ignore[misc]
+    assert (round(per_job, 2), round(per_audio_second, 4)) == (1.26, 0.0175)
+    # Ten 15 s voice notes wait; the sweep counts their audio.
+    for n in range(1, 11):
+        task_id = new_task(conn, settings, queue, n)
+        task_store.update(conn, task_id, audio_duration=15.0)
+    assert job_queue.refresh_backlog(conn, queue) == {"jobs": 10, "audio_seconds": 150.0}
+    # The 10th note, 2 workers: 9 notes ahead + its own = 150 s of audio x 0.0175 / 2 = 1.3 s.
+    # A mean per job (1.26 s, inflated by the long recording) would have said 10 x 1.26 / 2.
+    assert job_queue.estimated_wait(conn, 10, 2, 15.0) == 2
+    # A recording whose length the upload check could not tell counts as the queue's mean.
+    task_store.update(conn, new_task(conn, settings, queue, 11), audio_duration=None)
+    assert job_queue.refresh_backlog(conn, queue) == {"jobs": 11, "audio_seconds": 165.0}
+    # Only the most recent jobs count.
     for _ in range(stats.JOB_SECONDS_KEPT):
-        stats.record_job_seconds(conn, 0.5)
-    assert stats.recent_job_seconds(conn) == 0.5  # only the most recent jobs count
+        stats.record_job(conn, 0.5, 10.0)
+    assert stats.recent_throughput(conn) == (0.5, 0.05)

@@ -31,7 +31,7 @@ from rq.worker_registration import unregister
 
 from src.asr.recognizer import SpeechRecognizer, Transcript
 from src.config import Settings, get_settings
-from src.utils import job_queue, stats
+from src.utils import job_queue, stats, task_store
 from src.utils.job_queue import get_queue
 from src.utils.logger import setup_logging
 from src.utils.recovery import (
@@ -109,7 +109,7 @@ class ASRWorker(SimpleWorker):
         began = time.monotonic()
         try:
             super().execute_job(job, queue)
-            began = self._record_busy(began)
+            began = self._record_busy(began, job.id)
             for job_id in job_queue.claimed(self.connection, self.name):
                 try:
                     claimed = self.job_class.fetch(
@@ -119,15 +119,17 @@ class ASRWorker(SimpleWorker):
                     job_queue.unclaim(self.connection, self.name, job_id)
                     continue
                 super().execute_job(claimed, queue)
-                began = self._record_busy(began)
+                began = self._record_busy(began, job_id)
         finally:
             batched.clear()
 
-    def _record_busy(self, began: float) -> float:
-        """Worker time since the previous job ended: a batch's pass is shared by its jobs, so
-        the estimated wait follows the throughput actually observed."""
+    def _record_busy(self, began: float, task_id: str) -> float:
+        """Worker time since the previous job ended, with the job's audio: a batch's pass is
+        shared by its jobs, so the estimated wait follows the throughput actually observed."""
         now = time.monotonic()
-        stats.record_job_seconds(self.connection, now - began)
+        record = task_store.load(self.connection, task_id)
+        audio = (record.duration or record.audio_duration or 0.0) if record else 0.0
+        stats.record_job(self.connection, now - began, audio)
         return now
 
     def prepare_execution(self, job: Job) -> Execution:
@@ -194,6 +196,7 @@ class Readiness(threading.Thread):
         """Requeue abandoned jobs; one worker at a time sweeps (a short Redis lock)."""
         if self.conn.set(SWEEP_LOCK_KEY, self.worker.name, nx=True, ex=READINESS_INTERVAL_S):
             requeue_abandoned(self.conn, self.queue, self.settings)
+            job_queue.refresh_backlog(self.conn, self.queue)
             for name in job_queue.claimers(self.conn):
                 if name != self.worker.name and not worker_alive(self.conn, name):
                     return_claimed(self.conn, self.queue, name)

@@ -132,12 +132,14 @@ def submit(
         raise
     _trim_recordings(conn, settings)
     return {
-        **_queued(conn, queue, task_id),
+        **_queued(conn, queue, task_id, info.duration_s),
         "_log": f"task={task_id} file={record.filename} size={size / 1e6:.2f}MB status=queued",
     }
 
 
-def _queued(conn: redis.Redis, queue: Queue, task_id: str) -> dict[str, Any]:
+def _queued(
+    conn: redis.Redis, queue: Queue, task_id: str, audio_seconds: float | None
+) -> dict[str, Any]:
     """The submit/retry answer: where the job stands and how long it should take."""
     pos = job_queue.position(queue, task_id)
     workers = len(job_queue.ready_workers(conn))
@@ -145,7 +147,7 @@ def _queued(conn: redis.Redis, queue: Queue, task_id: str) -> dict[str, Any]:
         "task_id": task_id,
         "status": "queued",
         "position": pos,
-        "estimated_wait": job_queue.estimated_wait(conn, pos or 1, workers),
+        "estimated_wait": job_queue.estimated_wait(conn, pos or 1, workers, audio_seconds),
         "result_url": result_url(task_id),
     }
 
@@ -232,7 +234,7 @@ def retry(conn: redis.Redis, queue: Queue, settings: Settings, task_id: str) -> 
     task_store.save(conn, fresh)  # no TTL while it waits again
     file_handler.pin(conn, record.file)
     job_queue.enqueue_transcription(queue, task_id, settings)
-    return _queued(conn, queue, task_id)
+    return _queued(conn, queue, task_id, record.audio_duration)
 
 
 def delete(conn: redis.Redis, settings: Settings, task_id: str) -> dict[str, Any]:

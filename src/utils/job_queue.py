@@ -6,6 +6,7 @@ job module (nor torch/FunASR behind it). The RQ job id is the task id.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -16,7 +17,14 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from src.config import Settings
 from src.utils import stats
-from src.utils.redis_client import CLAIMERS_KEY, READY_WORKERS_KEY, claimed_key, worker_key
+from src.utils.redis_client import (
+    BACKLOG_KEY,
+    CLAIMERS_KEY,
+    READY_WORKERS_KEY,
+    claimed_key,
+    task_key,
+    worker_key,
+)
 
 JOB_FUNC = "src.asr.jobs.transcribe"
 FAILURE_CALLBACK = "src.asr.jobs.on_failure"
@@ -74,15 +82,54 @@ def ready_workers(conn: redis.Redis) -> list[str]:
     return [name for name, beacon in zip(names, beacons, strict=True) if beacon]
 
 
-def estimated_wait(conn: redis.Redis, ahead: int, workers: int) -> int:
-    """Seconds until a job `ahead` places back starts and finishes, from observed throughput.
+def estimated_wait(
+    conn: redis.Redis, position: int, workers: int, audio_seconds: float | None
+) -> int:
+    """Seconds until the job at `position` (1 = next) has finished, from observed throughput.
 
-    Per job it uses the worker time recent jobs took, a batched pass shared among its jobs (not
-    each job's own processing time, which counts the whole pass for every job in a batch and
-    made the estimate 4-5 times too high under a backlog).
+    Work ahead is measured in audio, not in jobs: a 2-hour recording and a voice note are both
+    "one job", and a mean per job taken over a history with long recordings made the estimate
+    4-5 times too high for a queue of voice notes. The jobs ahead are taken to hold the
+    queue's mean audio per job (the workers' sweep keeps that figure), and a second of audio
+    costs what recent jobs cost per second of audio, batched passes shared among their jobs.
     """
-    per_job = stats.recent_job_seconds(conn) or DEFAULT_JOB_SECONDS
-    return math.ceil(ahead * per_job / max(workers, 1))
+    ahead = max(position - 1, 0)
+    seen = stats.recent_throughput(conn)
+    if seen is None:
+        return math.ceil((ahead + 1) * DEFAULT_JOB_SECONDS / max(workers, 1))
+    per_job, per_audio_second = seen
+    raw = conn.get(BACKLOG_KEY)
+    backlog = json.loads(raw) if raw else {}
+    queued_jobs = int(backlog.get("jobs", 0))
+    # Until the sweep has counted the queue (every 5 s), the jobs ahead are taken to be like
+    # this one: a burst of voice notes is mostly voice notes.
+    mean_audio = (
+        float(backlog.get("audio_seconds", 0.0)) / queued_jobs if queued_jobs else audio_seconds
+    )
+    if mean_audio is not None and per_audio_second > 0:
+        work = ahead * mean_audio * per_audio_second
+    else:
+        work = ahead * per_job
+    if audio_seconds is not None and per_audio_second > 0:
+        work += audio_seconds * per_audio_second
+    else:
+        work += per_job
+    return max(1, math.ceil(work / max(workers, 1)))
+
+
+def refresh_backlog(conn: redis.Redis, queue: Queue) -> dict[str, float]:
+    """Count the audio waiting in the queue, for the wait estimate; one sweeper at a time runs
+    it every few seconds, so a submit never reads the whole queue."""
+    ids = [raw.decode() for raw in conn.lrange(queue.key, 0, -1)]
+    raws = conn.mget([task_key(i) for i in ids]) if ids else []
+    known = [json.loads(raw).get("audio_duration") for raw in raws if raw]
+    durations = [float(d) for d in known if d is not None]
+    audio = sum(durations)
+    if durations:  # a file whose length the upload check could not tell: count it as the mean
+        audio += (len(ids) - len(durations)) * audio / len(durations)
+    figures = {"jobs": len(ids), "audio_seconds": round(audio, 3)}
+    conn.set(BACKLOG_KEY, json.dumps(figures))
+    return figures
 
 
 def queue_status(conn: redis.Redis, queue: Queue) -> dict[str, int]:

@@ -22,6 +22,8 @@ AUDIO_INDEX_KEY = f"{KEY_PREFIX}:audio:index"
 AUDIO_PINNED_KEY = f"{KEY_PREFIX}:audio:pinned"
 STATS_KEY = f"{KEY_PREFIX}:stats"
 JOB_SECONDS_KEY = f"{KEY_PREFIX}:stats:job_seconds"
+# What waits in the queue ({"jobs", "audio_seconds"}), refreshed by the workers' sweep.
+BACKLOG_KEY = f"{KEY_PREFIX}:queue:backlog"
 WORKER_KEY_PREFIX = f"{KEY_PREFIX}:worker:"
 # Names of workers that published a beacon (scored by when it was last seen): the index that
 # spares readers a SCAN of the keyspace. The beacons' own TTL still decides who is ready.

@@ -31,18 +31,24 @@ def read(conn: redis.Redis) -> dict[str, float]:
     return {k.decode() if isinstance(k, bytes) else k: float(v) for k, v in raw.items()}
 
 
-def record_job_seconds(conn: redis.Redis, seconds: float) -> None:
-    """Worker time one job took, batches shared out: what the wait estimate is based on."""
+def record_job(conn: redis.Redis, busy_seconds: float, audio_seconds: float) -> None:
+    """Worker time one job took (a batch's pass shared out) and its audio: the wait estimate's
+    throughput, in worker seconds per second of audio."""
     with conn.pipeline() as pipe:
-        pipe.lpush(JOB_SECONDS_KEY, round(seconds, 4))
+        pipe.lpush(JOB_SECONDS_KEY, f"{busy_seconds:.4f}:{audio_seconds:.3f}")
         pipe.ltrim(JOB_SECONDS_KEY, 0, JOB_SECONDS_KEPT - 1)
         pipe.execute()
 
 
-def recent_job_seconds(conn: redis.Redis) -> float | None:
-    """Mean worker seconds per job over the last JOB_SECONDS_KEPT jobs (None before any)."""
-    values = [float(v) for v in conn.lrange(JOB_SECONDS_KEY, 0, -1)]
-    return sum(values) / len(values) if values else None
+def recent_throughput(conn: redis.Redis) -> tuple[float, float] | None:
+    """(worker seconds per job, worker seconds per audio second) over the last
+    JOB_SECONDS_KEPT jobs; None before any job finished."""
+    pairs = [raw.decode().split(":") for raw in conn.lrange(JOB_SECONDS_KEY, 0, -1)]
+    if not pairs:
+        return None
+    busy = sum(float(b) for b, _ in pairs)
+    audio = sum(float(a) for _, a in pairs)
+    return busy / len(pairs), (busy / audio if audio > 0 else 0.0)
 
 
 def record_history_error(conn: redis.Redis) -> None:
