@@ -1,5 +1,8 @@
 """RQ job functions. They run inside a worker process (see src/asr/worker.py), never in the API.
 
+They take the worker's settings, recognizer, name and batch state from its `WorkerContext`
+(src/asr/context.py), never from the environment, so settings given to the worker reach them.
+
 The API enqueues them by dotted path ("src.asr.jobs.transcribe"), so importing the API does not
 import this module, the recognizer, torch or FunASR.
 """
@@ -20,6 +23,7 @@ from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
 from src.asr.audio import AudioError
+from src.asr.context import WorkerContext, bound_or_none, current
 from src.asr.recognizer import (
     BatchRequest,
     ProgressFn,
@@ -28,7 +32,6 @@ from src.asr.recognizer import (
     Stage,
     Transcript,
 )
-from src.asr.worker import batched, get_recognizer, worker_name
 from src.config import Settings, get_settings
 from src.utils import file_handler, history, job_queue, stats, task_store
 from src.utils.job_queue import get_queue
@@ -44,7 +47,7 @@ class RecordingMissingError(FileNotFoundError):
     """The task's recording was deleted before a worker reached it."""
 
 
-def _progress_writer(conn: redis.Redis, task_id: str) -> Any:
+def _progress_writer(conn: redis.Redis, task_id: str, name: str) -> Any:
     last = {"stage": None, "pct": -PROGRESS_STEP}
 
     def report(stage: Stage, fraction: float) -> None:
@@ -54,13 +57,17 @@ def _progress_writer(conn: redis.Redis, task_id: str) -> Any:
             return
         last.update(stage=stage.value, pct=pct)
         task_store.update(conn, task_id, progress=pct, stage=stage.value)
-        logger.debug(f"{worker_name()} task={task_id} stage={stage.value} progress={pct}")
+        logger.debug(f"{name} task={task_id} stage={stage.value} progress={pct}")
 
     return report
 
 
 def recognize_with_oom_retry(
-    recognizer: SpeechRecognizer, path: Path, record: TaskRecord, progress: ProgressFn
+    recognizer: SpeechRecognizer,
+    path: Path,
+    record: TaskRecord,
+    progress: ProgressFn,
+    name: str = "worker",
 ) -> Transcript:
     """Out of memory usually means the batch was too big: try once more with a quarter of it."""
     try:
@@ -76,7 +83,7 @@ def recognize_with_oom_retry(
             raise
         smaller = max(1, record.batch_size // OOM_BATCH_DIVISOR)
         logger.warning(
-            f"{worker_name()} task={record.task_id} out of memory at batch_size={record.batch_size}"
+            f"{name} task={record.task_id} out of memory at batch_size={record.batch_size}"
             f"s; retrying once at {smaller}s"
         )
         gc.collect()
@@ -89,7 +96,7 @@ def recognize_with_oom_retry(
         )
 
 
-def _mark_started(conn: redis.Redis, record: TaskRecord) -> TaskRecord | None:
+def _mark_started(conn: redis.Redis, record: TaskRecord, name: str) -> TaskRecord | None:
     return task_store.update(
         conn,
         record.task_id,
@@ -97,7 +104,7 @@ def _mark_started(conn: redis.Redis, record: TaskRecord) -> TaskRecord | None:
         stage=Stage.DECODE.value,
         progress=1,
         started_at=utcnow(),
-        worker_id=worker_name(),
+        worker_id=name,
         attempts=record.attempts + 1,
         error=None,
     )
@@ -108,8 +115,9 @@ def _batchable(record: TaskRecord, settings: Settings) -> bool:
     return duration is not None and duration <= settings.asr_batch_max_audio_seconds
 
 
-def claim_batch(conn: redis.Redis, settings: Settings, leader: TaskRecord) -> list[TaskRecord]:
+def claim_batch(conn: redis.Redis, ctx: WorkerContext, leader: TaskRecord) -> list[TaskRecord]:
     """Take up to ASR_BATCH_JOBS - 1 more short queued tasks off the queue for this worker."""
+    settings = ctx.settings
     limit = settings.batch_jobs
     if limit <= 1 or not _batchable(leader, settings):
         return []
@@ -128,21 +136,22 @@ def claim_batch(conn: redis.Redis, settings: Settings, leader: TaskRecord) -> li
             wanted.append(record)
             if len(wanted) == want:
                 break
-    got = set(job_queue.claim(conn, queue, worker_name(), [r.task_id for r in wanted]))
+    got = set(job_queue.claim(conn, queue, ctx.name, [r.task_id for r in wanted]))
     return [r for r in wanted if r.task_id in got]
 
 
 def transcribe_batch(
-    conn: redis.Redis, settings: Settings, leader: TaskRecord, path: Path, claimed: list[TaskRecord]
+    conn: redis.Redis, ctx: WorkerContext, leader: TaskRecord, path: Path, claimed: list[TaskRecord]
 ) -> Transcript:
     """One pooled pass over the leader and the claimed tasks; the leader's transcript comes back,
-    the others wait in `batched` for their own jobs, which the worker runs next."""
+    the others wait in `ctx.batch` for their own jobs, which the worker runs next."""
+    settings, name = ctx.settings, ctx.name
     members: list[tuple[TaskRecord, Path]] = [(leader, path)]
     for record in claimed:
         member_path = file_handler.recording_path(settings, record.file)
-        started = _mark_started(conn, record) if member_path is not None else None
+        started = _mark_started(conn, record, name) if member_path is not None else None
         if started is not None and member_path is not None:
-            batched.started.add(record.task_id)
+            ctx.batch.started.add(record.task_id)
             members.append((started, member_path))
     requests = [
         BatchRequest(
@@ -150,61 +159,62 @@ def transcribe_batch(
             language=record.language,
             batch_size_s=record.batch_size,
             hotwords=record.hotwords,
-            progress=_progress_writer(conn, record.task_id),
+            progress=_progress_writer(conn, record.task_id, name),
         )
         for record, member_path in members
     ]
     began = time.perf_counter()
-    results = get_recognizer().recognize_batch(requests)
+    results = ctx.recognizer.recognize_batch(requests)
     audio = sum(r.duration for r in results if isinstance(r, Transcript))
     logger.info(
-        f"{worker_name()} batch of {len(members)} tasks ({audio:.1f}s of audio) in "
+        f"{name} batch of {len(members)} tasks ({audio:.1f}s of audio) in "
         f"{time.perf_counter() - began:.2f}s: {', '.join(r.task_id for r, _ in members)}"
     )
     for (record, _), result in zip(members[1:], results[1:], strict=True):
         if isinstance(result, Transcript):
-            batched.transcripts[record.task_id] = result
+            ctx.batch.transcripts[record.task_id] = result
         else:  # its own job runs it alone and reports the error (or succeeds, after OOM)
-            logger.warning(f"{worker_name()} task={record.task_id} left its batch: {result}")
+            logger.warning(f"{name} task={record.task_id} left its batch: {result}")
     if isinstance(results[0], Transcript):
         return results[0]
     return recognize_with_oom_retry(
-        get_recognizer(), path, leader, _progress_writer(conn, leader.task_id)
+        ctx.recognizer, path, leader, _progress_writer(conn, leader.task_id, name), name
     )
 
 
 def transcribe(task_id: str) -> dict[str, Any]:
     """Transcribe one stored recording and publish the result, history line and counters."""
-    settings = get_settings()
+    ctx = current()
+    settings, name = ctx.settings, ctx.name
     job = get_current_job()
     conn: redis.Redis = job.connection if job else redis.Redis.from_url(settings.redis_dsn)
     record = task_store.load(conn, task_id)
     if record is None:
-        logger.warning(f"{worker_name()} task={task_id} skipped: task was deleted")
+        logger.warning(f"{name} task={task_id} skipped: task was deleted")
         return {"skipped": True}
-    if task_id not in batched.started:
-        record = _mark_started(conn, record)
+    if task_id not in ctx.batch.started:
+        record = _mark_started(conn, record, name)
         if record is None:
             return {"skipped": True}
-    transcript = batched.take(task_id)
+    transcript = ctx.batch.take(task_id)
     if transcript is None:
         path = file_handler.recording_path(settings, record.file)
         if path is None:
             raise RecordingMissingError(f"recording {record.file} no longer exists")
         logger.info(
-            f"{worker_name()} task={task_id} status=started file={record.file} "
+            f"{name} task={task_id} status=started file={record.file} "
             f"language={record.language} batch_size={record.batch_size}"
         )
-        claimed = claim_batch(conn, settings, record) if job is not None else []
+        claimed = claim_batch(conn, ctx, record) if job is not None else []
         if claimed:
-            transcript = transcribe_batch(conn, settings, record, path, claimed)
+            transcript = transcribe_batch(conn, ctx, record, path, claimed)
         else:
             transcript = recognize_with_oom_retry(
-                get_recognizer(), path, record, _progress_writer(conn, task_id)
+                ctx.recognizer, path, record, _progress_writer(conn, task_id, name), name
             )
     for sentence in transcript.sentences:
         logger.debug(
-            f"{worker_name()} task={task_id} segment {sentence.start_ms}-{sentence.end_ms}ms "
+            f"{name} task={task_id} segment {sentence.start_ms}-{sentence.end_ms}ms "
             f"text_length={len(sentence.text)}"
         )
     done = task_store.update(
@@ -231,7 +241,7 @@ def transcribe(task_id: str) -> dict[str, Any]:
     file_handler.unpin(conn, record.file)
     file_handler.enforce_retention(conn, settings)
     logger.info(
-        f"{worker_name()} task={task_id} status=completed text_length={len(transcript.text)} "
+        f"{name} task={task_id} status=completed text_length={len(transcript.text)} "
         f"duration={transcript.duration:.2f}s rtf={transcript.rtf:.3f}"
     )
     return {"text": transcript.text, "duration": transcript.duration, "rtf": transcript.rtf}
@@ -261,12 +271,17 @@ def on_failure(
     exc: BaseException,
     tb: TracebackType | Any,
 ) -> None:
-    """RQ failure callback (exceptions, timeouts, abandoned jobs): mark the task failed."""
-    settings = get_settings()
+    """RQ failure callback (exceptions, timeouts, abandoned jobs): mark the task failed.
+
+    Unlike `transcribe` it also runs without a worker context: RQ calls it for an abandoned job
+    from whichever process cleans the registry, and the failure must be recorded all the same,
+    so it then falls back to the environment's settings.
+    """
+    ctx = bound_or_none()
+    settings = ctx.settings if ctx else get_settings()
+    name = ctx.name if ctx else "rq"
     message = describe_failure(exc_type, exc, job.timeout)
     mark_failed(connection, settings, job.id, message)
     exc_info = (exc_type, exc, tb) if isinstance(tb, TracebackType) else None
-    logger.opt(exception=exc_info).error(
-        f"{worker_name()} task={job.id} status=failed error={message}"
-    )
+    logger.opt(exception=exc_info).error(f"{name} task={job.id} status=failed error={message}")
     file_handler.enforce_retention(connection, settings)

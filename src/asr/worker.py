@@ -29,7 +29,8 @@ from rq.job import Job
 from rq.worker import WorkerStatus
 from rq.worker_registration import unregister
 
-from src.asr.recognizer import SpeechRecognizer, Transcript
+from src.asr.context import WorkerContext, bound
+from src.asr.recognizer import SpeechRecognizer
 from src.config import Settings, get_settings
 from src.utils import job_queue, stats, task_store
 from src.utils.job_queue import get_queue
@@ -53,57 +54,29 @@ READINESS_INTERVAL_S = 5
 READINESS_TTL_S = 15
 SWEEP_LOCK_KEY = "asr:sweep:lock"
 
-_recognizer: SpeechRecognizer | None = None
-_name: str = f"worker-{os.getpid()}"
-_lock = threading.Lock()
-
-
-def worker_name() -> str:
-    return _name
-
-
-def get_recognizer() -> SpeechRecognizer:
-    """The process's recognizer; loaded at start by `main`, lazily under a plain `rq worker`."""
-    global _recognizer
-    with _lock:
-        if _recognizer is None:
-            _recognizer = SpeechRecognizer.from_settings(get_settings())
-        return _recognizer
-
-
-class BatchResults:
-    """Transcripts a pooled pass made for jobs this worker claimed but has not run yet.
-
-    The job that ran the pass (src/asr/jobs.py) leaves them here; each claimed job then runs
-    as a normal RQ job, so registries, callbacks and history stay per job, and publishes its
-    transcript instead of recomputing it. A job missing here is transcribed on its own.
-    """
-
-    def __init__(self) -> None:
-        self.transcripts: dict[str, Transcript] = {}
-        self.started: set[str] = set()
-
-    def take(self, task_id: str) -> Transcript | None:
-        return self.transcripts.pop(task_id, None)
-
-    def clear(self) -> None:
-        self.transcripts.clear()
-        self.started.clear()
-
-
-batched = BatchResults()
-
 
 class ASRWorker(SimpleWorker):
     """RQ's in-process worker, named worker-N, that also runs the jobs a batch claimed.
 
     `owner` is this process's identity; every job it starts is recorded under it, so a restarted
-    worker of the same name never looks like the owner of its predecessor's job.
+    worker of the same name never looks like the owner of its predecessor's job. `context` is
+    what its jobs run with (src/asr/context.py); it is optional only so that tests can drive
+    RQ's bookkeeping (prepare_execution, ...) without a model, and `work` refuses to run without.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, context: WorkerContext | None = None, **kwargs: Any) -> None:
+        if context is not None:
+            kwargs.setdefault("name", context.name)
         super().__init__(*args, **kwargs)
+        self.context = context
         self.owner = Owner(name=self.name)
+
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        """RQ's work loop with this worker's context bound, for its jobs and failure callbacks."""
+        if self.context is None:
+            raise RuntimeError(f"{self.name}: ASRWorker.work needs a WorkerContext")
+        with bound(self.context):
+            return bool(super().work(*args, **kwargs))
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         began = time.monotonic()
@@ -121,7 +94,8 @@ class ASRWorker(SimpleWorker):
                 super().execute_job(claimed, queue)
                 began = self._record_busy(began, job_id)
         finally:
-            batched.clear()
+            if self.context is not None:
+                self.context.batch.clear()
 
     def _record_busy(self, began: float, task_id: str) -> float:
         """Worker time since the previous job ended, with the job's audio: a batch's pass is
@@ -288,23 +262,27 @@ def wait_for_redis(conn: redis.Redis, name: str, max_delay: float = 10) -> float
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="ASR worker: loads the model once, serves RQ.")
-    parser.add_argument("--name", default=os.environ.get("ASR_WORKER_NAME") or _name)
+    parser.add_argument(
+        "--name", default=os.environ.get("ASR_WORKER_NAME") or f"worker-{os.getpid()}"
+    )
     parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
-    global _recognizer, _name
+    """Load the model once, then serve jobs with a context holding these settings (or the
+    environment's); the settings given here are the ones the jobs run with."""
     args = parse_args(argv)
     settings = settings or get_settings()
-    _name = args.name
-    setup_logging(settings, "worker", _name)
+    name = args.name
+    setup_logging(settings, "worker", name)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "<all>")
-    logger.info(f"{_name} starting: device={settings.device} CUDA_VISIBLE_DEVICES={visible}")
+    logger.info(f"{name} starting: device={settings.device} CUDA_VISIBLE_DEVICES={visible}")
     started = time.perf_counter()
-    _recognizer = SpeechRecognizer.from_settings(settings)
+    recognizer = SpeechRecognizer.from_settings(settings)
+    context = WorkerContext(settings=settings, recognizer=recognizer, name=name)
     logger.info(
-        f"{_name} model loaded on {_recognizer.device} in {time.perf_counter() - started:.1f}s"
+        f"{name} model loaded on {recognizer.device} in {time.perf_counter() - started:.1f}s"
         f"; RSS {release_freed_heap()}"
     )
 
@@ -312,31 +290,27 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     # it raises the pool's socket timeout above its BLPOP timeout, which connections opened
     # before it would not get (the idle worker would quit with "Redis connection timeout").
     probe = api_connection(settings)
-    waited = wait_for_redis(probe, _name)
+    waited = wait_for_redis(probe, name)
     probe.close()
     conn = worker_connection(settings)
-    worker = ASRWorker([get_queue(conn, settings)], connection=conn, name=_name)
-    clear_stale_registration(conn, _name)
-    readiness = Readiness(api_connection(settings), worker, _recognizer, settings)
+    worker = ASRWorker([get_queue(conn, settings)], connection=conn, context=context)
+    clear_stale_registration(conn, name)
+    readiness = Readiness(api_connection(settings), worker, recognizer, settings)
     readiness.publish()
     if waited > 1:
         note_redis_outage(conn, time.time())
     # At once, not after the first beat: a restarted worker-N requeues the job its predecessor
     # died in (the one-worker box has nobody else to do it).
     requeue_abandoned(conn, get_queue(conn, settings), settings)
-    return_claimed(conn, get_queue(conn, settings), _name)  # left by this name's last process
+    return_claimed(conn, get_queue(conn, settings), name)  # left by this name's last process
     readiness.start()
     try:
         worker.work(with_scheduler=False, logging_level=settings.log_level, burst=args.burst)
     finally:
         readiness.stop()
-        logger.info(f"{_name} stopped")
+        logger.info(f"{name} stopped")
     return 0
 
 
 if __name__ == "__main__":
-    # Run main() of the importable module, not of `__main__`: job code imports src.asr.worker and
-    # must find the recognizer loaded here, not a second, empty copy of this module's globals.
-    from src.asr.worker import main as _main
-
-    raise SystemExit(_main())
+    raise SystemExit(main())
