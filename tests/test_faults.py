@@ -2,7 +2,7 @@
 Redis restarts and stalls, a full disk. Each test uses real processes and a real redis-server.
 
 Measured recovery times are appended to $RELIABILITY_LOG (JSON lines) when it is set;
-scripts/reliability_report.py turns them into report/RELIABILITY.md.
+the rows of report/RELIABILITY.md are written from them (see its header for the command).
 """
 
 from __future__ import annotations

@@ -202,7 +202,8 @@ def _git() -> dict[str, Any]:
             )
         except (OSError, subprocess.TimeoutExpired):
             return None
-        return out.stdout.strip() if out.returncode == 0 else None
+        # rstrip only: porcelain lines start with a space (" M path"), which line[3:] relies on.
+        return out.stdout.rstrip() if out.returncode == 0 else None
 
     status = git("status", "--porcelain", "--untracked-files=no")
     commit = git("rev-parse", "HEAD")
