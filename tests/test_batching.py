@@ -48,7 +48,7 @@ def test_a_batch_gives_each_clip_its_one_by_one_transcript(recognizer: SpeechRec
         assert b.duration == a.duration
         assert b.processing_time > 0
         for x, y in zip(a.sentences, b.sentences, strict=True):  # type: ignore[union-attr]
-            assert abs(x.start_ms - y.start_ms) <= 20 and abs(x.end_ms - y.end_ms) <= 20
+            assert abs(x.start - y.start) <= 20 and abs(x.end - y.end) <= 20
 
 
 def test_padded_batch_decodes_a_segment_as_it_decodes_alone(recognizer: SpeechRecognizer):

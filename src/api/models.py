@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-TaskState = Literal["queued", "processing", "done", "failed"]
+from src.vocabulary import HistoryStatus, Sentence, Stage, TaskStatus
 
 
 class ErrorResponse(BaseModel):
@@ -41,7 +41,7 @@ class SubmitResponse(BaseModel):
     )
 
     task_id: str = Field(description="`YYYY-MM-DD_NNN_<random>`; use it to poll the result")
-    status: TaskState = "queued"
+    status: TaskStatus = TaskStatus.QUEUED
     position: int | None = Field(
         None, description="1-based place in the queue (1 = next); null once a worker has it"
     )
@@ -49,12 +49,6 @@ class SubmitResponse(BaseModel):
         description="seconds until the result is expected, from observed processing speed"
     )
     result_url: str
-
-
-class Sentence(BaseModel):
-    text: str
-    start: int = Field(description="ms from the start of the audio")
-    end: int = Field(description="ms from the start of the audio")
 
 
 class TaskResult(BaseModel):
@@ -90,11 +84,9 @@ class TaskResult(BaseModel):
     )
 
     task_id: str
-    status: TaskState
+    status: TaskStatus
     progress: int = Field(0, ge=0, le=100, description="0-100, reported by the worker")
-    stage: str | None = Field(
-        None, description="decode, vad, recognition, punctuation, done or failed"
-    )
+    stage: Stage | None = Field(None, description="the step the task is in or ended at")
     position: int | None = Field(None, description="1-based queue position while queued")
     filename: str | None = Field(None, description="the uploaded file's name")
     language: str | None = None
@@ -150,7 +142,7 @@ class HistoryRecord(BaseModel):
     text: str = ""
     created_at: datetime
     duration: float | None = None
-    status: Literal["success", "failed"]
+    status: HistoryStatus
     error: str | None = None
     audio_url: str
 

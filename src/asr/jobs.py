@@ -36,7 +36,8 @@ from src.config import Settings, get_settings
 from src.utils import file_handler, history, job_queue, stats, task_store
 from src.utils.job_queue import get_queue
 from src.utils.recovery import mark_failed
-from src.utils.task_store import SentenceRecord, TaskRecord, TaskStatus, utcnow
+from src.utils.task_store import TaskRecord, utcnow
+from src.vocabulary import TaskStatus
 
 # Write progress to Redis only when it moved this many points (or the stage changed).
 PROGRESS_STEP = 5
@@ -101,7 +102,7 @@ def _mark_started(conn: redis.Redis, record: TaskRecord, name: str) -> TaskRecor
         conn,
         record.task_id,
         status=TaskStatus.PROCESSING,
-        stage=Stage.DECODE.value,
+        stage=Stage.DECODE,
         progress=1,
         started_at=utcnow(),
         worker_id=name,
@@ -214,7 +215,7 @@ def transcribe(task_id: str) -> dict[str, Any]:
             )
     for sentence in transcript.sentences:
         logger.debug(
-            f"{name} task={task_id} segment {sentence.start_ms}-{sentence.end_ms}ms "
+            f"{name} task={task_id} segment {sentence.start}-{sentence.end}ms "
             f"text_length={len(sentence.text)}"
         )
     done = task_store.update(
@@ -222,14 +223,11 @@ def transcribe(task_id: str) -> dict[str, Any]:
         task_id,
         ttl=settings.task_ttl_seconds,
         status=TaskStatus.DONE,
-        stage=Stage.DONE.value,
+        stage=Stage.DONE,
         progress=100,
         text=transcript.text,
         duration=transcript.duration,
-        sentences=[
-            SentenceRecord(text=s.text, start=s.start_ms, end=s.end_ms)
-            for s in transcript.sentences
-        ],
+        sentences=transcript.sentences,
         applied_hotwords=transcript.hotwords,
         rtf=transcript.rtf,
         processing_time=transcript.processing_time,

@@ -14,8 +14,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from enum import Enum
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +24,9 @@ from src.asr.audio import SAMPLE_RATE, AudioError, load_audio
 from src.asr.hotwords import clean_hotwords, read_hotwords_file
 from src.asr.models import resolve_model_dir
 from src.config import Settings
+from src.vocabulary import Sentence, Stage
 
 log = logging.getLogger(__name__)
-
-
-class Stage(str, Enum):
-    """Pipeline stages reported to a progress callback."""
-
-    DECODE = "decode"
-    VAD = "vad"
-    RECOGNITION = "recognition"
-    PUNCTUATION = "punctuation"
-    DONE = "done"
 
 
 # Share of the overall progress at which each stage starts.
@@ -57,13 +47,6 @@ ProgressFn = Callable[[Stage, float], None]
 
 
 @dataclass(frozen=True)
-class Sentence:
-    text: str
-    start_ms: int
-    end_ms: int
-
-
-@dataclass(frozen=True)
 class Transcript:
     text: str
     duration: float
@@ -74,9 +57,6 @@ class Transcript:
     processing_time: float
     language: str
     models: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _join_vad_texts_spaced(texts: Iterable[str]) -> str:
@@ -586,8 +566,8 @@ class SpeechRecognizer:
         sentences = [
             Sentence(
                 text=str(s.get("text", "")).strip(),
-                start_ms=max(0, int(s["start"])),
-                end_ms=max(0, int(s["end"])),
+                start=max(0, int(s["start"])),
+                end=max(0, int(s["end"])),
             )
             for s in result.get("sentence_info", []) or []
             if str(s.get("text", "")).strip()

@@ -38,7 +38,8 @@ from src.service.errors import (
 from src.utils import file_handler, history, job_queue, stats, task_store
 from src.utils.file_handler import StorageFullError, UploadTooLargeError
 from src.utils.redis_client import READY_WORKERS_KEY, REDIS_ERRORS, worker_key
-from src.utils.task_store import TaskRecord, TaskStatus, utcnow
+from src.utils.task_store import TaskRecord, utcnow
+from src.vocabulary import TaskStatus
 
 API_PREFIX = "/api/v1"
 # Uploads up to this size (a voice note is ~100 KB a minute) are decoded in full at submit, so a

@@ -19,7 +19,7 @@ import redis
 from src.config import Settings
 from src.utils import task_store
 from src.utils.redis_client import AUDIO_INDEX_KEY, AUDIO_PINNED_KEY
-from src.utils.task_store import TaskStatus
+from src.vocabulary import TaskStatus
 
 CHUNK_SIZE = 1024 * 1024
 

@@ -17,7 +17,8 @@ from loguru import logger
 
 from src.utils import stats
 from src.utils.redis_client import HISTORY_KEY
-from src.utils.task_store import TaskRecord, TaskStatus
+from src.utils.task_store import TaskRecord
+from src.vocabulary import HistoryStatus
 
 
 def entry_for(record: TaskRecord) -> dict[str, Any]:
@@ -32,7 +33,7 @@ def entry_for(record: TaskRecord) -> dict[str, Any]:
         if record.finished_at
         else None,
         "duration": record.duration if record.duration is not None else record.audio_duration,
-        "status": "success" if record.status == TaskStatus.DONE else "failed",
+        "status": HistoryStatus.of(record.status).value,
         "worker_id": record.worker_id,
         "error": record.error,
         "rtf": record.rtf,

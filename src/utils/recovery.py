@@ -44,7 +44,8 @@ from src.utils.redis_client import (
     execution_owner_key,
     worker_key,
 )
-from src.utils.task_store import TaskRecord, TaskStatus, utcnow
+from src.utils.task_store import TaskRecord, utcnow
+from src.vocabulary import Stage, TaskStatus
 
 MAX_ABANDONS = 3
 RQ_WORKER_PREFIX = "rq:worker:"
@@ -227,7 +228,7 @@ def _requeue_one(
         _fail(conn, queue, job, settings, abandons)
         return True
     task_store.update(
-        conn, job.id, status=TaskStatus.QUEUED, stage="requeued", progress=0, abandons=abandons
+        conn, job.id, status=TaskStatus.QUEUED, stage=Stage.REQUEUED, progress=0, abandons=abandons
     )
     job.started_at = None
     job.ended_at = None
@@ -242,7 +243,7 @@ def return_claimed(conn: redis.Redis, queue: Queue, worker: str) -> list[str]:
     """Requeue jobs a stopped worker claimed for a batch but never started; tasks back to queued."""
     returned = job_queue.return_claimed(conn, queue, worker)
     for job_id in returned:
-        task_store.update(conn, job_id, status=TaskStatus.QUEUED, stage="requeued", progress=0)
+        task_store.update(conn, job_id, status=TaskStatus.QUEUED, stage=Stage.REQUEUED, progress=0)
         logger.warning(f"task={job_id} requeued: its worker {worker} stopped before running it")
     return returned
 
@@ -256,7 +257,7 @@ def mark_failed(
         task_id,
         ttl=settings.task_ttl_seconds,
         status=TaskStatus.FAILED,
-        stage="failed",
+        stage=Stage.FAILED,
         error=message,
         finished_at=utcnow(),
     )

@@ -9,13 +9,13 @@ from __future__ import annotations
 import re
 import secrets
 from datetime import UTC, datetime
-from enum import Enum
 from typing import Any
 
 import redis
 from pydantic import BaseModel, Field
 
 from src.utils.redis_client import seq_key, task_key
+from src.vocabulary import Sentence, Stage, TaskStatus
 
 # YYYY-MM-DD_NNN_ + 96 random bits: readable, sortable by day, unguessable. ASCII classes only
 # (`\d` takes any Unicode digit) and checked with fullmatch (`$` also matches before a final
@@ -24,26 +24,13 @@ TASK_ID_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}_[0-9]{3,6}_[0-9a-f]{24}$"
 TASK_ID_RE = re.compile(TASK_ID_PATTERN)
 
 
-class TaskStatus(str, Enum):
-    QUEUED = "queued"
-    PROCESSING = "processing"
-    DONE = "done"
-    FAILED = "failed"
-
-
-class SentenceRecord(BaseModel):
-    text: str
-    start: int = Field(description="start, ms from the beginning of the audio")
-    end: int = Field(description="end, ms from the beginning of the audio")
-
-
 class TaskRecord(BaseModel):
     """Everything known about one submission."""
 
     task_id: str
     status: TaskStatus = TaskStatus.QUEUED
     progress: int = 0
-    stage: str | None = None
+    stage: Stage | None = None
     filename: str = Field(description="the name the client uploaded")
     file: str = Field(description="the stored recording's file name")
     size: int = 0
@@ -57,7 +44,7 @@ class TaskRecord(BaseModel):
     finished_at: datetime | None = None
     text: str | None = None
     duration: float | None = None
-    sentences: list[SentenceRecord] = []
+    sentences: list[Sentence] = []
     applied_hotwords: list[str] = []
     rtf: float | None = None
     processing_time: float | None = None
