@@ -1,6 +1,6 @@
 """Apply the recordings retention policy by hand: keep the newest MAX_RECORDINGS.
 
-Same rule as every upload applies (src/utils/file_handler.py): the oldest recordings beyond the
+Same rule as every upload applies (src/uploads/recordings.py): the oldest recordings beyond the
 limit go, except those of tasks still queued or running. Also removes files in the recordings
 directory that the index does not know (left by a crash) and partial uploads older than an hour.
 
@@ -14,8 +14,8 @@ import sys
 import time
 
 from src.config import get_settings
-from src.utils.file_handler import AUDIO_INDEX_KEY, enforce_retention
-from src.utils.redis_client import api_connection
+from src.records.redis_client import api_connection
+from src.uploads.recordings import AUDIO_INDEX_KEY, enforce_retention
 
 
 def main() -> int:

@@ -42,7 +42,7 @@ import httpx
 import redis
 
 from scripts.bench.stack import voice_note
-from src.utils.redis_client import claimed_key, task_key, worker_key
+from src.records.redis_client import claimed_key, task_key, worker_key
 from tests.support.audio_samples import SPEECH_OGG, SPEECH_WAV, make_long
 from tests.support.processes import ROOT, ApiProcess, RedisServer, service_env
 from tests.support.tiny_models import build_model_dirs

@@ -15,7 +15,7 @@ from rq.job import Job
 
 from src.api.main import create_app
 from src.config import Settings
-from src.utils.task_store import TASK_ID_RE
+from src.records.task_store import TASK_ID_RE
 from tests.support.audio_samples import BAD_INPUTS, SPEECH_OGG, SPEECH_WAV, make_bad_input
 from tests.support.fixtures import make_settings
 from tests.support.processes import ROOT, RedisServer
@@ -49,7 +49,7 @@ def test_submit_queues_a_job_by_dotted_path(
     assert body["result_url"] == f"/api/v1/asr/result/{body['task_id']}"
 
     job = Job.fetch(body["task_id"], connection=conn)
-    assert job.func_name == "src.asr.jobs.transcribe"
+    assert job.func_name == "src.worker.jobs.transcribe"
     assert job.args == (body["task_id"],)
     assert job.timeout == settings.rq_worker_timeout
 
@@ -274,4 +274,4 @@ def test_importing_the_api_does_not_import_torch_or_funasr():
     ).stdout
     modules = json.loads(out)
     assert not [m for m in modules if m.split(".")[0] in ("torch", "funasr", "modelscope")]
-    assert "src.asr.jobs" not in modules and "src.asr.recognizer" not in modules
+    assert "src.worker.jobs" not in modules and "src.asr.recognizer" not in modules

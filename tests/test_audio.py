@@ -1,4 +1,4 @@
-"""src.asr.audio: every upload format decodes to the fixture's waveform; every bad one fails typed.
+"""src.media.audio: every upload format decodes to the fixture's waveform; bad ones fail typed.
 
 All samples are made from the committed WAV with PyAV's encoders (tests/support/audio_samples.py);
 no ffmpeg binary is involved.
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src.asr import audio
-from src.asr.audio import SAMPLE_RATE, SUPPORTED_FORMATS, AudioError, AudioInfo
+from src.media import audio
+from src.media.audio import SAMPLE_RATE, SUPPORTED_FORMATS, AudioError, AudioInfo
 from tests.support.audio_samples import (
     BAD_INPUTS,
     GOOD_FORMATS,

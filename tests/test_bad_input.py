@@ -36,10 +36,10 @@ from rq.job import Job
 from src.api.main import create_app
 from src.asr.hotwords import MAX_HOTWORDS
 from src.config import Settings
+from src.records import task_store
+from src.records.redis_client import AUDIO_INDEX_KEY
+from src.records.task_store import TASK_ID_PATTERN, TaskStatus, utcnow
 from src.service.tasks import FULL_CHECK_MAX_BYTES
-from src.utils import task_store
-from src.utils.redis_client import AUDIO_INDEX_KEY
-from src.utils.task_store import TASK_ID_PATTERN, TaskStatus, utcnow
 from tests.support.audio_samples import (
     BAD_INPUTS,
     SPEECH_WAV,
@@ -224,7 +224,7 @@ def over_duration_limit(ctx: Ctx) -> httpx.Response:
     duration alone must reject it, before a single frame is decoded."""
     path = make_long(SPEECH_WAV, ctx.tmp, seconds=60)
     calls: list[str] = []
-    ctx.monkeypatch.setattr("src.asr.audio._decode", lambda *a, **k: calls.append("_decode"))
+    ctx.monkeypatch.setattr("src.media.audio._decode", lambda *a, **k: calls.append("_decode"))
     resp = upload(ctx, path.read_bytes(), path.name)
     assert calls == [], "the audio was decoded before the duration check"
     return resp

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from src.asr.audio import AudioError, load_audio
 from src.asr.recognizer import BatchRequest, RecognitionError, SpeechRecognizer, Stage, Transcript
+from src.media.audio import AudioError, load_audio
 from tests.support.audio_samples import SPEECH_OGG, SPEECH_WAV, make_bad_input
 from tests.support.signals import silence
 

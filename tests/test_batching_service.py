@@ -16,7 +16,8 @@ from fastapi.testclient import TestClient
 
 from src.api.main import create_app
 from src.asr.recognizer import SpeechRecognizer
-from src.utils import job_queue, task_store
+from src.queue import job_queue
+from src.records import task_store
 from tests.support.audio_samples import SPEECH_OGG, SPEECH_WAV, make_long
 from tests.support.fixtures import Env, history_lines, result, submit, wait_status
 from tests.support.tiny_models import ModelDirs

@@ -115,7 +115,7 @@ def test_killing_only_the_supervisor_never_runs_a_job_twice(
                 [
                     str(ROOT / ".venv" / "bin" / "python"),
                     "-m",
-                    "src.asr.worker",
+                    "src.worker",
                     "--name",
                     "worker-1",
                 ],

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from rq.utils import import_attribute
 
-from src.utils import job_queue
+from src.queue import job_queue
 
 
 @pytest.mark.parametrize("path", [job_queue.JOB_FUNC, job_queue.FAILURE_CALLBACK])
@@ -16,5 +16,5 @@ def test_each_stored_job_path_resolves_to_a_callable(path: str):
 
 def test_job_paths_point_at_the_worker_side_job_module():
     """The API enqueues by name and never imports this module; only workers run it."""
-    assert job_queue.JOB_FUNC.rsplit(".", 1)[0] == "src.asr.jobs"
-    assert job_queue.FAILURE_CALLBACK.rsplit(".", 1)[0] == "src.asr.jobs"
+    assert job_queue.JOB_FUNC.rsplit(".", 1)[0] == "src.worker.jobs"
+    assert job_queue.FAILURE_CALLBACK.rsplit(".", 1)[0] == "src.worker.jobs"

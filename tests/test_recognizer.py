@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src.asr.audio import SAMPLE_RATE, AudioError, decode
 from src.asr.models import ModelNotFoundError, resolve_model_dir
 from src.asr.recognizer import SpeechRecognizer, Stage, Transcript
+from src.media.audio import SAMPLE_RATE, AudioError, decode
 from tests.support.audio_samples import (
     BAD_INPUTS,
     SPEECH_OGG,

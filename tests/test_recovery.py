@@ -18,11 +18,13 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from src.asr.worker import ASRWorker
 from src.config import Settings
-from src.utils import job_queue, recovery, stats, task_store
-from src.utils.recovery import MAX_ABANDONS, Owner
-from src.utils.task_store import TaskRecord, TaskStatus
+from src.queue import job_queue, recovery
+from src.queue.recovery import MAX_ABANDONS, Owner
+from src.records import task_store
+from src.records.task_store import TaskRecord, TaskStatus
+from src.results import stats
+from src.worker.process import ASRWorker
 
 
 def dead_pid() -> int:

@@ -36,8 +36,10 @@ from schemathesis.specs.openapi.checks import (
 
 from src.api.main import create_app
 from src.config import Settings
-from src.utils import file_handler, job_queue, task_store
-from src.utils.task_store import TaskRecord, utcnow
+from src.queue import job_queue
+from src.records import task_store
+from src.records.task_store import TaskRecord, utcnow
+from src.uploads import recordings
 from tests.support.audio_samples import SPEECH_WAV, make_format
 
 EXAMPLE_ID = "2025-12-01_001_0a1b2c3d4e5f60718293a4b5"  # the id /docs shows for {task_id}
@@ -78,7 +80,7 @@ OPERATIONS = {
 
 def seed_state(conn: redis.Redis, settings: Settings, work: Path) -> None:
     """A queued task with the example id (an MP4 recording), and one ready worker."""
-    file_handler.ensure_dirs(settings)
+    recordings.ensure_dirs(settings)
     source = make_format("mp4_video", SPEECH_WAV, work)
     name = f"{EXAMPLE_ID}.mp4"
     (settings.recordings_dir / name).write_bytes(source.read_bytes())
@@ -93,7 +95,7 @@ def seed_state(conn: redis.Redis, settings: Settings, work: Path) -> None:
         created_at=now,
     )
     task_store.save(conn, record)
-    file_handler.index_recording(conn, name, now.timestamp())
+    recordings.index_recording(conn, name, now.timestamp())
     job_queue.enqueue_transcription(
         Queue(settings.rq_queue_name, connection=conn), EXAMPLE_ID, settings
     )

@@ -12,10 +12,11 @@ from fastapi.testclient import TestClient
 
 from src.api.errors import SERVICE_ERROR_STATUS
 from src.config import Settings
+from src.records import task_store
+from src.records.task_store import TaskStatus
 from src.service import errors
-from src.utils import file_handler, task_store
-from src.utils.file_handler import StorageFullError
-from src.utils.task_store import TaskStatus
+from src.uploads import recordings
+from src.uploads.recordings import StorageFullError
 from tests.support.audio_samples import SPEECH_WAV
 from tests.support.fixtures import submit
 
@@ -58,10 +59,13 @@ def test_retry_whose_recording_is_gone_is_410(
         path.unlink()
     resp = client.post(f"/api/v1/asr/retry/{task_id}")
     assert resp.status_code == 410
-    assert resp.content == json.dumps(
-        {"error": "The recording is no longer stored; submit it again", "task_id": task_id},
-        separators=(",", ":"),
-    ).encode()
+    assert (
+        resp.content
+        == json.dumps(
+            {"error": "The recording is no longer stored; submit it again", "task_id": task_id},
+            separators=(",", ":"),
+        ).encode()
+    )
 
 
 def test_a_full_disk_during_an_upload_is_507(client: TestClient, monkeypatch: pytest.MonkeyPatch):
@@ -70,7 +74,7 @@ def test_a_full_disk_during_an_upload_is_507(client: TestClient, monkeypatch: py
     def full(*_: object) -> int:
         raise StorageFullError("no space left on device")
 
-    monkeypatch.setattr(file_handler, "save_stream", full)
+    monkeypatch.setattr(recordings, "save_stream", full)
     with open(SPEECH_WAV, "rb") as fh:
         resp = client.post("/api/v1/asr/submit", files={"audio": ("a.wav", fh)})
     assert resp.status_code == 507

@@ -1,4 +1,4 @@
-"""The worker supervisor (src/asr/supervisor.py): GPU pinning, restart back-off, signal forwarding,
+"""The worker supervisor (src/worker/supervisor.py): GPU pinning, restart back-off, signals,
 and, with real processes, how fast a SIGKILLed worker is replaced by a fork.
 
 The measured restart is appended to $RELIABILITY_LOG (JSON lines) when it is set, like
@@ -23,8 +23,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from src.api.main import create_app
-from src.asr import supervisor
-from src.asr.supervisor import Slot
+from src.worker import supervisor
+from src.worker.supervisor import Slot
 from tests.support.audio_samples import SPEECH_WAV
 from tests.support.fixtures import Env, history_lines, submit, wait_status
 from tests.support.processes import ROOT, wait_for
@@ -132,7 +132,7 @@ def test_exit_statuses_are_described_and_exit_codes_kept():
 LOOP = """
 import signal, sys, time
 from pathlib import Path
-from src.asr import supervisor
+from src.worker import supervisor
 
 def crash(argv):
     return 3

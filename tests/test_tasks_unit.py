@@ -11,12 +11,13 @@ import redis
 from rq import Queue
 from rq.timeouts import JobTimeoutException
 
-from src.asr.jobs import describe_failure, recognize_with_oom_retry
 from src.asr.recognizer import RecognitionError, Transcript
 from src.config import DEFAULT_BATCH_JOBS_CPU, DEFAULT_BATCH_JOBS_GPU, Settings
-from src.utils import file_handler, job_queue
-from src.utils.redis_client import AUDIO_PINNED_KEY
-from src.utils.task_store import TaskRecord
+from src.queue import job_queue
+from src.records.redis_client import AUDIO_PINNED_KEY
+from src.records.task_store import TaskRecord
+from src.uploads import recordings
+from src.worker.jobs import describe_failure, recognize_with_oom_retry
 from tests.support.fixtures import make_settings
 
 
@@ -115,11 +116,11 @@ def test_retention_skips_pinned_recordings_without_reading_their_tasks(
     names = [f"2026-11-28_{i:03d}_{'0' * 24}.ogg" for i in range(10)]
     for i, name in enumerate(names):
         (settings.recordings_dir / name).write_bytes(b"x")
-        file_handler.index_recording(conn, name, float(i))  # pinned: queued
+        recordings.index_recording(conn, name, float(i))  # pinned: queued
     for name in names[:4]:  # the four oldest finished (no task record left: expired)
-        file_handler.unpin(conn, name)
-    removed = file_handler.enforce_retention(conn, settings)
+        recordings.unpin(conn, name)
+    removed = recordings.enforce_retention(conn, settings)
     assert sorted(removed) == names[:4]
     assert sorted(p.name for p in settings.recordings_dir.iterdir()) == names[4:]
-    file_handler.delete_recording(conn, settings, names[5])
+    recordings.delete_recording(conn, settings, names[5])
     assert not conn.sismember(AUDIO_PINNED_KEY, names[5])

@@ -14,14 +14,15 @@ from pathlib import Path
 import pytest
 import redis
 
-from src.asr.context import NoWorkerContextError, WorkerContext, bound, current
 from src.asr.recognizer import Transcript
-from src.asr.worker import ASRWorker
 from src.config import Settings, get_settings
-from src.utils import job_queue, task_store
-from src.utils.job_queue import get_queue
-from src.utils.redis_client import task_key, worker_connection
-from src.utils.task_store import TaskRecord, TaskStatus
+from src.queue import job_queue
+from src.queue.job_queue import get_queue
+from src.records import task_store
+from src.records.redis_client import task_key, worker_connection
+from src.records.task_store import TaskRecord, TaskStatus
+from src.worker.context import NoWorkerContextError, WorkerContext, bound, current
+from src.worker.process import ASRWorker
 from tests.support.fixtures import make_settings
 from tests.support.processes import RedisServer
 

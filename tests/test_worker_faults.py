@@ -20,7 +20,7 @@ from rq.job import Job
 
 from src.api.main import create_app
 from src.config import Settings
-from src.utils import stats
+from src.results import stats
 from tests.support.audio_samples import SPEECH_WAV
 from tests.support.fixtures import (
     Env,

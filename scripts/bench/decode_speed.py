@@ -1,4 +1,4 @@
-"""Decode time per audio-minute, per upload format, with src.asr.audio (PyAV, in-process).
+"""Decode time per audio-minute, per upload format, with src.media.audio (PyAV, in-process).
 
 Builds a 60 s clip per format by looping the committed speech fixture (PyAV encoders, no ffmpeg
 binary), then times `load_audio` on it. Run from the repository root:
@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from src.asr import audio  # noqa: E402
+from src.media import audio  # noqa: E402
 from tests.support.audio_samples import GOOD_FORMATS, SPEECH_WAV, make_long  # noqa: E402
 
 

@@ -28,7 +28,7 @@ import httpx
 from scripts.bench.common import ROOT, machine_info
 from scripts.bench.stack import voice_note
 from scripts.soak import Stack
-from src.utils import stats
+from src.results import stats
 from tests.support.audio_samples import SPEECH_WAV, make_long
 
 

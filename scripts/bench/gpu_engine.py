@@ -27,7 +27,7 @@ What it does, all in one process:
    budget allows;
 6. writes `<out>/gpu_engine.json` and prints a table.
 
-If PyAV cannot be imported, a stand-in `av` module lets `src.asr.audio` import, and the clips
+If PyAV cannot be imported, a stand-in `av` module lets `src.media.audio` import, and the clips
 are passed as float32 arrays (decode excluded; `input` says which). The random model emits
 random characters, at a rate unlike a trained model's: `chars_per_audio_s` is reported.
 
@@ -133,7 +133,7 @@ def import_recognizer() -> tuple[Any, Any, Any, str, str | None]:
 
 
 def _install_av_stand_in() -> None:
-    """Just enough of `av` for `src.asr.audio` to import; decoding is never called."""
+    """Just enough of `av` for `src.media.audio` to import; decoding is never called."""
 
     class _Missing:
         def __init__(self, *args: Any, **kwargs: Any) -> None:

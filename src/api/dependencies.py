@@ -12,8 +12,8 @@ from rq import Queue
 
 from src.api.errors import APIError
 from src.config import Settings, get_settings
-from src.utils.job_queue import get_queue
-from src.utils.task_store import TASK_ID_PATTERN, is_valid_task_id
+from src.queue.job_queue import get_queue
+from src.records.task_store import TASK_ID_PATTERN, is_valid_task_id
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 

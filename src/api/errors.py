@@ -18,9 +18,9 @@ from fastapi.responses import JSONResponse
 from loguru import logger
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from src.records.redis_client import REDIS_ERRORS
 from src.service import errors as domain
 from src.service.errors import ServiceError
-from src.utils.redis_client import REDIS_ERRORS
 
 SERVICE_ERROR_STATUS: dict[type[ServiceError], int] = {
     domain.InvalidAudio: 400,

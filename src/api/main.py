@@ -21,9 +21,9 @@ from src.api.middleware import AccessLog, RequestBodyGuard, body_limit_for
 from src.api.models import ErrorResponse
 from src.api.routes import SUBMIT_THREADS, asr, stats_router, system
 from src.config import Settings, get_settings
-from src.utils.file_handler import ensure_dirs
-from src.utils.logger import setup_logging
-from src.utils.redis_client import api_async_connection, api_connection
+from src.logs import setup_logging
+from src.records.redis_client import api_async_connection, api_connection
+from src.uploads.recordings import ensure_dirs
 
 DESCRIPTION = """
 Offline speech recognition (FunASR Paraformer-zh + FSMN-VAD + CT-punc, with hotwords).

@@ -23,11 +23,11 @@ from src.api.models import (
     SubmitResponse,
     TaskResult,
 )
-from src.asr.audio import SUPPORTED_FORMATS
 from src.asr.hotwords import MAX_HOTWORDS, is_valid_hotword, parse_hotwords, unique_hotwords
+from src.media.audio import SUPPORTED_FORMATS
+from src.queue import job_queue
 from src.service import tasks
-from src.utils import job_queue
-from src.utils.file_handler import content_type
+from src.uploads.recordings import content_type
 
 E = ErrorResponse
 

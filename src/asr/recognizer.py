@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from src.asr.audio import SAMPLE_RATE, AudioError, load_audio
 from src.asr.hotwords import clean_hotwords, read_hotwords_file
 from src.asr.models import resolve_model_dir
 from src.config import Settings
+from src.media.audio import SAMPLE_RATE, AudioError, load_audio
 from src.vocabulary import Sentence, Stage
 
 log = logging.getLogger(__name__)

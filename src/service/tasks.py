@@ -21,8 +21,13 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from src.asr.audio import SUPPORTED_FORMATS, AudioError, probe, verify
 from src.config import Settings
+from src.media.audio import SUPPORTED_FORMATS, AudioError, probe, verify
+from src.queue import job_queue
+from src.records import task_store
+from src.records.redis_client import READY_WORKERS_KEY, REDIS_ERRORS, worker_key
+from src.records.task_store import TaskRecord, utcnow
+from src.results import history, stats
 from src.service.errors import (
     AudioTooLong,
     InvalidAudio,
@@ -35,10 +40,8 @@ from src.service.errors import (
     UnsupportedLanguage,
     UploadTooLarge,
 )
-from src.utils import file_handler, history, job_queue, stats, task_store
-from src.utils.file_handler import StorageFullError, UploadTooLargeError
-from src.utils.redis_client import READY_WORKERS_KEY, REDIS_ERRORS, worker_key
-from src.utils.task_store import TaskRecord, utcnow
+from src.uploads import recordings
+from src.uploads.recordings import StorageFullError, UploadTooLargeError
 from src.vocabulary import TaskStatus
 
 API_PREFIX = "/api/v1"
@@ -92,10 +95,10 @@ def submit(
         raise UnsupportedLanguage(supported_languages=settings.asr_languages)
     now = utcnow()
     task_id = task_store.new_task_id(conn, now)  # Redis down -> 503 before any file exists
-    file_handler.ensure_dirs(settings)
-    partial = file_handler.partial_path(settings, task_id)
+    recordings.ensure_dirs(settings)
+    partial = recordings.partial_path(settings, task_id)
     try:
-        size = file_handler.save_stream(upload, partial, settings.max_upload_bytes)
+        size = recordings.save_stream(upload, partial, settings.max_upload_bytes)
         limit = settings.asr_max_audio_seconds
         if size <= FULL_CHECK_MAX_BYTES:
             info = verify(partial, max_duration_s=limit)
@@ -108,7 +111,7 @@ def submit(
     except AudioError as exc:
         partial.unlink(missing_ok=True)
         raise bad_audio(exc) from exc
-    name = file_handler.finalize(settings, partial, task_id, info.extension)
+    name = recordings.finalize(settings, partial, task_id, info.extension)
     record = TaskRecord(
         task_id=task_id,
         filename=display_name(filename),
@@ -124,7 +127,7 @@ def submit(
     try:
         with conn.pipeline() as pipe:
             task_store.save(pipe, record)
-            file_handler.index_recording(pipe, name, now.timestamp())
+            recordings.index_recording(pipe, name, now.timestamp())
             stats.incr_submitted(pipe)
             pipe.execute()
         job_queue.enqueue_transcription(queue, task_id, settings)
@@ -155,18 +158,18 @@ def _queued(
 
 def _undo_submit(conn: redis.Redis, settings: Settings, task_id: str, name: str) -> None:
     """Best effort after Redis failed mid-submit: no file without a task, no task without a job."""
-    path = file_handler.recording_path(settings, name)
+    path = recordings.recording_path(settings, name)
     if path is not None:
         path.unlink(missing_ok=True)
     try:
         task_store.delete(conn, task_id)
-        file_handler.delete_recording(conn, settings, name)
+        recordings.delete_recording(conn, settings, name)
     except REDIS_ERRORS:
         logger.error(f"task={task_id} could not be rolled back in Redis; it was never enqueued")
 
 
 def _trim_recordings(conn: redis.Redis, settings: Settings) -> None:
-    removed = file_handler.enforce_retention(conn, settings)
+    removed = recordings.enforce_retention(conn, settings)
     if removed:
         logger.info(f"retention removed {len(removed)} recording(s): {', '.join(removed)}")
 
@@ -217,7 +220,7 @@ def retry(conn: redis.Redis, queue: Queue, settings: Settings, task_id: str) -> 
         raise TaskNotFound(task_id=task_id)
     if record.status != TaskStatus.FAILED:
         raise TaskNotFailed(task_id=task_id, status=record.status.value)
-    if file_handler.recording_path(settings, record.file) is None:
+    if recordings.recording_path(settings, record.file) is None:
         raise RecordingGone(task_id=task_id)
     with contextlib.suppress(NoSuchJobError):
         Job.fetch(task_id, connection=conn).delete()
@@ -233,7 +236,7 @@ def retry(conn: redis.Redis, queue: Queue, settings: Settings, task_id: str) -> 
         }
     )
     task_store.save(conn, fresh)  # no TTL while it waits again
-    file_handler.pin(conn, record.file)
+    recordings.pin(conn, record.file)
     job_queue.enqueue_transcription(queue, task_id, settings)
     return _queued(conn, queue, task_id, record.audio_duration)
 
@@ -241,22 +244,22 @@ def retry(conn: redis.Redis, queue: Queue, settings: Settings, task_id: str) -> 
 def delete(conn: redis.Redis, settings: Settings, task_id: str) -> dict[str, Any]:
     """Remove the task, its queued job, its recording and its index and history entries."""
     record = task_store.load(conn, task_id)
-    name = record.file if record else file_handler.find_in_index(conn, task_id)
+    name = record.file if record else recordings.find_in_index(conn, task_id)
     if record is None and name is None:
         raise TaskNotFound(task_id=task_id)
     with contextlib.suppress(NoSuchJobError):
         Job.fetch(task_id, connection=conn).delete()  # also takes it off the queue
     task_store.delete(conn, task_id)
     history.remove(conn, task_id)
-    removed = file_handler.delete_recording(conn, settings, name) if name else False
+    removed = recordings.delete_recording(conn, settings, name) if name else False
     return {"task_id": task_id, "deleted": True, "recording_deleted": removed}
 
 
 def find_audio(conn: redis.Redis, settings: Settings, task_id: str) -> tuple[str, str]:
     """(path, download name) of a task's original recording, only from the recordings dir."""
     record = task_store.load(conn, task_id)
-    name = record.file if record else file_handler.find_in_index(conn, task_id)
-    path = file_handler.recording_path(settings, name) if name else None
+    name = record.file if record else recordings.find_in_index(conn, task_id)
+    path = recordings.recording_path(settings, name) if name else None
     if path is None:
         raise RecordingNotFound(task_id=task_id)
     ext = path.suffix
@@ -332,8 +335,8 @@ def service_stats(conn: redis.Redis, settings: Settings, started: float) -> dict
         "uptime": uptime_text(up),
         "uptime_seconds": round(up, 1),
         "workers_active": len(job_queue.ready_workers(conn)),
-        "recordings": conn.zcard(file_handler.AUDIO_INDEX_KEY),
-        "storage_bytes": file_handler.directory_size(settings.recordings_dir)
-        + file_handler.directory_size(settings.logs_dir),
+        "recordings": conn.zcard(recordings.AUDIO_INDEX_KEY),
+        "storage_bytes": recordings.directory_size(settings.recordings_dir)
+        + recordings.directory_size(settings.logs_dir),
         "history_write_errors": int(values.get("history_write_errors", 0)),
     }

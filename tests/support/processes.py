@@ -129,7 +129,7 @@ def service_env(
 
 
 class WorkerProcess:
-    """`python -m src.asr.worker --name NAME` as a real process in its own process group."""
+    """`python -m src.worker --name NAME` as a real process in its own process group."""
 
     def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
         self.name = name
@@ -141,7 +141,7 @@ class WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "src.asr.worker", "--name", self.name],
+            [sys.executable, "-m", "src.worker", "--name", self.name],
             cwd=ROOT,
             env=self.env,
             stdout=log,

@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from pydantic import BaseModel, Field
 
-from src.utils.redis_client import seq_key, task_key
+from src.records.redis_client import seq_key, task_key
 from src.vocabulary import Sentence, Stage, TaskStatus
 
 # YYYY-MM-DD_NNN_ + 96 random bits: readable, sortable by day, unguessable. ASCII classes only
@@ -51,7 +51,7 @@ class TaskRecord(BaseModel):
     error: str | None = None
     worker_id: str | None = None
     attempts: int = 0
-    # Worker deaths this task may have caused (see src/utils/recovery.py); failed at 3.
+    # Worker deaths this task may have caused (see src/queue/recovery.py); failed at 3.
     abandons: int = 0
 
 

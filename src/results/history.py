@@ -15,9 +15,9 @@ from typing import Any
 import redis
 from loguru import logger
 
-from src.utils import stats
-from src.utils.redis_client import HISTORY_KEY
-from src.utils.task_store import TaskRecord
+from src.records.redis_client import HISTORY_KEY
+from src.records.task_store import TaskRecord
+from src.results import stats
 from src.vocabulary import HistoryStatus
 
 

@@ -1,9 +1,9 @@
-"""RQ job functions. They run inside a worker process (see src/asr/worker.py), never in the API.
+"""RQ job functions. They run inside a worker process (see src/worker/process.py), never in the API.
 
 They take the worker's settings, recognizer, name and batch state from its `WorkerContext`
-(src/asr/context.py), never from the environment, so settings given to the worker reach them.
+(src/worker/context.py), never from the environment, so settings given to the worker reach them.
 
-The API enqueues them by dotted path ("src.asr.jobs.transcribe"), so importing the API does not
+The API enqueues them by dotted path ("src.worker.jobs.transcribe"), so importing the API does not
 import this module, the recognizer, torch or FunASR.
 """
 
@@ -22,8 +22,6 @@ from rq import Worker, get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from src.asr.audio import AudioError
-from src.asr.context import WorkerContext, bound_or_none, current
 from src.asr.recognizer import (
     BatchRequest,
     ProgressFn,
@@ -33,11 +31,16 @@ from src.asr.recognizer import (
     Transcript,
 )
 from src.config import Settings, get_settings
-from src.utils import file_handler, history, job_queue, stats, task_store
-from src.utils.job_queue import get_queue
-from src.utils.recovery import mark_failed
-from src.utils.task_store import TaskRecord, utcnow
+from src.media.audio import AudioError
+from src.queue import job_queue
+from src.queue.job_queue import get_queue
+from src.queue.recovery import mark_failed
+from src.records import task_store
+from src.records.task_store import TaskRecord, utcnow
+from src.results import history, stats
+from src.uploads import recordings
 from src.vocabulary import TaskStatus
+from src.worker.context import WorkerContext, bound_or_none, current
 
 # Write progress to Redis only when it moved this many points (or the stage changed).
 PROGRESS_STEP = 5
@@ -149,7 +152,7 @@ def transcribe_batch(
     settings, name = ctx.settings, ctx.name
     members: list[tuple[TaskRecord, Path]] = [(leader, path)]
     for record in claimed:
-        member_path = file_handler.recording_path(settings, record.file)
+        member_path = recordings.recording_path(settings, record.file)
         started = _mark_started(conn, record, name) if member_path is not None else None
         if started is not None and member_path is not None:
             ctx.batch.started.add(record.task_id)
@@ -199,7 +202,7 @@ def transcribe(task_id: str) -> dict[str, Any]:
             return {"skipped": True}
     transcript = ctx.batch.take(task_id)
     if transcript is None:
-        path = file_handler.recording_path(settings, record.file)
+        path = recordings.recording_path(settings, record.file)
         if path is None:
             raise RecordingMissingError(f"recording {record.file} no longer exists")
         logger.info(
@@ -236,8 +239,8 @@ def transcribe(task_id: str) -> dict[str, Any]:
     if done is not None:
         history.record(conn, settings.history_file, done, settings.max_history_records)
     stats.record_done(conn, transcript.duration, transcript.processing_time)
-    file_handler.unpin(conn, record.file)
-    file_handler.enforce_retention(conn, settings)
+    recordings.unpin(conn, record.file)
+    recordings.enforce_retention(conn, settings)
     logger.info(
         f"{name} task={task_id} status=completed text_length={len(transcript.text)} "
         f"duration={transcript.duration:.2f}s rtf={transcript.rtf:.3f}"
@@ -282,4 +285,4 @@ def on_failure(
     mark_failed(connection, settings, job.id, message)
     exc_info = (exc_type, exc, tb) if isinstance(tb, TracebackType) else None
     logger.opt(exception=exc_info).error(f"{name} task={job.id} status=failed error={message}")
-    file_handler.enforce_retention(connection, settings)
+    recordings.enforce_retention(connection, settings)

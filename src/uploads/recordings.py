@@ -17,8 +17,8 @@ from typing import BinaryIO
 import redis
 
 from src.config import Settings
-from src.utils import task_store
-from src.utils.redis_client import AUDIO_INDEX_KEY, AUDIO_PINNED_KEY
+from src.records import task_store
+from src.records.redis_client import AUDIO_INDEX_KEY, AUDIO_PINNED_KEY
 from src.vocabulary import TaskStatus
 
 CHUNK_SIZE = 1024 * 1024

@@ -1,7 +1,7 @@
 """What a worker process hands its jobs: settings, the loaded recognizer, its name, batch state.
 
-The worker (src/asr/worker.py) builds one `WorkerContext` at start and the RQ job functions
-(src/asr/jobs.py) read it with `current()`. Both import this module and neither imports the
+The worker (src/worker/process.py) builds one `WorkerContext` at start and the RQ job functions
+(src/worker/jobs.py) read it with `current()`. Both import this module and neither imports the
 other, so the settings given to `main()` are the settings the jobs run with.
 
 How the jobs get it: RQ calls a job function by its dotted path with the job's own arguments
@@ -25,13 +25,13 @@ from src.config import Settings
 
 
 class NoWorkerContextError(RuntimeError):
-    """A job ran outside `python -m src.asr.worker`, e.g. under a plain `rq worker`."""
+    """A job ran outside `python -m src.worker`, e.g. under a plain `rq worker`."""
 
 
 class BatchResults:
     """Transcripts a pooled pass made for jobs this worker claimed but has not run yet.
 
-    The job that ran the pass (src/asr/jobs.py) leaves them here; each claimed job then runs
+    The job that ran the pass (src/worker/jobs.py) leaves them here; each claimed job then runs
     as a normal RQ job, so registries, callbacks and history stay per job, and publishes its
     transcript instead of recomputing it. A job missing here is transcribed on its own.
     """
@@ -82,7 +82,7 @@ def current() -> WorkerContext:
         return _current.get()
     except LookupError:
         raise NoWorkerContextError(
-            "no worker context: ASR jobs run in `python -m src.asr.worker` (which loads the model"
+            "no worker context: ASR jobs run in `python -m src.worker` (which loads the model"
             " once and binds its settings), not in a plain `rq worker`"
         ) from None
 

@@ -8,14 +8,14 @@ Fork safety: the parent only imports. It opens no Redis connection, initialises 
 no torch operation (OpenMP and CUDA cannot survive a fork), starts no thread (loguru's
 `enqueue=True` sinks start one, so the file sinks are set up by each worker after the fork) and
 logs to stderr only. Each child pins itself to one GPU, round-robin over the visible ones, and
-then runs `src.asr.worker.main` as a fresh `python -m src.asr.worker` would.
+then runs `src.worker.process.main` as a fresh `python -m src.worker` would.
 
 The supervisor restarts a dead worker at once, or with a back-off (1 s doubling to 30 s) while it
 keeps dying within seconds of its start; SIGINT/SIGTERM are forwarded to the workers (RQ warm
 shutdown) and waited for. Killing the supervisor leaves running workers alone: they finish their
 job, and a new worker of the same name refuses to start while the old one lives.
 
-Run: `python -m src.asr.supervisor [COUNT]` (or `scripts/start_workers.sh [COUNT]`).
+Run: `python -m src.worker.supervisor [COUNT]` (or `scripts/start_workers.sh [COUNT]`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from pathlib import Path
 
 from loguru import logger
 
-HEAVY_MODULES = ("torch", "funasr", "src.asr.recognizer", "src.asr.worker")
+HEAVY_MODULES = ("torch", "funasr", "src.asr.recognizer", "src.worker.process")
 QUICK_EXIT_S = 10.0
 """Deaths sooner than this after a start count towards the restart back-off."""
 FIRST_BACKOFF_S = 1.0
@@ -301,7 +301,7 @@ def import_engine() -> WorkerMain:
     for name in HEAVY_MODULES:
         importlib.import_module(name)
     logger.info(f"imported {', '.join(HEAVY_MODULES)} in {time.perf_counter() - started:.1f}s")
-    return importlib.import_module("src.asr.worker").main
+    return importlib.import_module("src.worker.process").main
 
 
 def positive(value: str) -> int:

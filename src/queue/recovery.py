@@ -37,14 +37,17 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from src.config import Settings
-from src.utils import file_handler, history, job_queue, stats, task_store
-from src.utils.redis_client import (
+from src.queue import job_queue
+from src.records import task_store
+from src.records.redis_client import (
     DEATHS_KEY,
     REDIS_OUTAGE_KEY,
     execution_owner_key,
     worker_key,
 )
-from src.utils.task_store import TaskRecord, utcnow
+from src.records.task_store import TaskRecord, utcnow
+from src.results import history, stats
+from src.uploads import recordings
 from src.vocabulary import Stage, TaskStatus
 
 MAX_ABANDONS = 3
@@ -263,7 +266,7 @@ def mark_failed(
     )
     if failed is not None:
         history.record(conn, settings.history_file, failed, settings.max_history_records)
-        file_handler.unpin(conn, failed.file)
+        recordings.unpin(conn, failed.file)
     stats.record_failed(conn)
     return failed
 

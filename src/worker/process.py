@@ -5,7 +5,7 @@ and cannot use a CUDA context created in the parent. A `SimpleWorker` runs jobs 
 the model stays loaded, while RQ keeps its registries, job timeouts (SIGALRM) and `rq info`.
 Crash isolation comes from the supervisor instead (`scripts/start_workers.sh`, systemd).
 
-Run: `python -m src.asr.worker --name worker-1`.
+Run: `python -m src.worker --name worker-1`.
 """
 
 from __future__ import annotations
@@ -29,13 +29,12 @@ from rq.job import Job
 from rq.worker import WorkerStatus
 from rq.worker_registration import unregister
 
-from src.asr.context import WorkerContext, bound
 from src.asr.recognizer import SpeechRecognizer
 from src.config import Settings, get_settings
-from src.utils import job_queue, stats, task_store
-from src.utils.job_queue import get_queue
-from src.utils.logger import setup_logging
-from src.utils.recovery import (
+from src.logs import setup_logging
+from src.queue import job_queue
+from src.queue.job_queue import get_queue
+from src.queue.recovery import (
     Owner,
     note_redis_outage,
     pid_alive,
@@ -43,12 +42,15 @@ from src.utils.recovery import (
     return_claimed,
     worker_alive,
 )
-from src.utils.redis_client import (
+from src.records import task_store
+from src.records.redis_client import (
     REDIS_ERRORS,
     api_connection,
     execution_owner_key,
     worker_connection,
 )
+from src.results import stats
+from src.worker.context import WorkerContext, bound
 
 READINESS_INTERVAL_S = 5
 READINESS_TTL_S = 15
@@ -60,7 +62,7 @@ class ASRWorker(SimpleWorker):
 
     `owner` is this process's identity; every job it starts is recorded under it, so a restarted
     worker of the same name never looks like the owner of its predecessor's job. `context` is
-    what its jobs run with (src/asr/context.py); it is optional only so that tests can drive
+    what its jobs run with (src/worker/context.py); it is optional only so that tests can drive
     RQ's bookkeeping (prepare_execution, ...) without a model, and `work` refuses to run without.
     """
 
@@ -127,7 +129,7 @@ class ASRWorker(SimpleWorker):
 class Readiness(threading.Thread):
     """Publishes `asr:worker:{name}` (TTL 15 s) while the model is loaded; /health reads it.
 
-    The same beat sweeps for jobs whose worker died (src/utils/recovery.py), so a killed worker's
+    The same beat sweeps for jobs whose worker died (src/queue/recovery.py), so a killed worker's
     job is running again within seconds, not after RQ's registry expiry.
     """
 

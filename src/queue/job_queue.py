@@ -1,6 +1,6 @@
 """The RQ side: enqueueing transcriptions by dotted path, positions, queue figures, wait estimates.
 
-Jobs are enqueued as the string "src.asr.jobs.transcribe", so the API process never imports the
+Jobs are enqueued as the string "src.worker.jobs.transcribe", so the API process never imports the
 job module (nor torch/FunASR behind it). The RQ job id is the task id.
 """
 
@@ -16,8 +16,7 @@ from rq.job import Callback, Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from src.config import Settings
-from src.utils import stats
-from src.utils.redis_client import (
+from src.records.redis_client import (
     BACKLOG_KEY,
     CLAIMERS_KEY,
     READY_WORKERS_KEY,
@@ -25,9 +24,10 @@ from src.utils.redis_client import (
     task_key,
     worker_key,
 )
+from src.results import stats
 
-JOB_FUNC = "src.asr.jobs.transcribe"
-FAILURE_CALLBACK = "src.asr.jobs.on_failure"
+JOB_FUNC = "src.worker.jobs.transcribe"
+FAILURE_CALLBACK = "src.worker.jobs.on_failure"
 # Until the service has timed real jobs, assume this many seconds per job (documented in README).
 DEFAULT_JOB_SECONDS = 10.0
 

@@ -30,7 +30,7 @@ WORKER_KEY_PREFIX = f"{KEY_PREFIX}:worker:"
 READY_WORKERS_KEY = f"{KEY_PREFIX}:workers"
 CLAIMED_KEY_PREFIX = f"{KEY_PREFIX}:claimed:"
 CLAIMERS_KEY = f"{KEY_PREFIX}:claimers"
-# Who runs an RQ execution (worker name, incarnation, pid, host): see src/utils/recovery.py.
+# Who runs an RQ execution (worker name, incarnation, pid, host): see src/queue/recovery.py.
 EXECUTION_OWNER_PREFIX = f"{KEY_PREFIX}:execution:"
 # Worker processes found dead (incarnation -> when), to tell one job's crash from a wider outage.
 DEATHS_KEY = f"{KEY_PREFIX}:deaths"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from src.utils.redis_client import JOB_SECONDS_KEY, STATS_KEY
+from src.records.redis_client import JOB_SECONDS_KEY, STATS_KEY
 
 # Recent jobs whose worker time the wait estimate averages.
 JOB_SECONDS_KEPT = 100
