@@ -57,7 +57,11 @@ class Settings(BaseSettings):
     redis_password: str | None = None
     redis_url: str | None = None
 
-    # Engine.
+    # Engine: what each worker loads, as "module:function" taking these Settings and returning
+    # an src.engine.interface.Engine. The ASR engine by default.
+    worker_engine: str = Field("src.asr.engine:load", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+    # ASR engine.
     asr_model_path: Path = Path("~/.cache/modelscope/hub")
     asr_model: str = DEFAULT_ASR_MODEL
     asr_vad_model: str = DEFAULT_VAD_MODEL

@@ -49,7 +49,7 @@ def test_submit_queues_a_job_by_dotted_path(
     assert body["result_url"] == f"/api/v1/asr/result/{body['task_id']}"
 
     job = Job.fetch(body["task_id"], connection=conn)
-    assert job.func_name == "src.worker.jobs.transcribe"
+    assert job.func_name == "src.worker.jobs.process_task"
     assert job.args == (body["task_id"],)
     assert job.timeout == settings.rq_worker_timeout
 
@@ -275,3 +275,4 @@ def test_importing_the_api_does_not_import_torch_or_funasr():
     modules = json.loads(out)
     assert not [m for m in modules if m.split(".")[0] in ("torch", "funasr", "modelscope")]
     assert "src.worker.jobs" not in modules and "src.asr.recognizer" not in modules
+    assert "src.asr.engine" not in modules

@@ -39,7 +39,7 @@ def new_task(conn: redis.Redis, settings: Settings, queue: Queue, n: int = 1) ->
         task_id=task_id, filename="a.wav", file=f"{task_id}.wav", created_at=datetime.now(UTC)
     )
     task_store.save(conn, record)
-    job_queue.enqueue_transcription(queue, task_id, settings)
+    job_queue.enqueue_task(queue, task_id, settings)
     return task_id
 
 

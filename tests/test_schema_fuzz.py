@@ -96,9 +96,7 @@ def seed_state(conn: redis.Redis, settings: Settings, work: Path) -> None:
     )
     task_store.save(conn, record)
     recordings.index_recording(conn, name, now.timestamp())
-    job_queue.enqueue_transcription(
-        Queue(settings.rq_queue_name, connection=conn), EXAMPLE_ID, settings
-    )
+    job_queue.enqueue_task(Queue(settings.rq_queue_name, connection=conn), EXAMPLE_ID, settings)
     beacon = {"name": "worker-1", "device": "cpu", "model_loaded": True, "current_task": None}
     job_queue.publish_readiness(conn, "worker-1", json.dumps(beacon), 600)
 

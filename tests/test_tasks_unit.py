@@ -3,7 +3,6 @@ memory): a fake recognizer stands in for the engine, everything else is the real
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -11,13 +10,14 @@ import redis
 from rq import Queue
 from rq.timeouts import JobTimeoutException
 
+from src.asr.engine import recognize_with_oom_retry
 from src.asr.recognizer import RecognitionError, Transcript
 from src.config import DEFAULT_BATCH_JOBS_CPU, DEFAULT_BATCH_JOBS_GPU, Settings
+from src.engine.interface import EngineInput
 from src.queue import job_queue
 from src.records.redis_client import AUDIO_PINNED_KEY
-from src.records.task_store import TaskRecord
 from src.uploads import recordings
-from src.worker.jobs import describe_failure, recognize_with_oom_retry
+from src.worker.jobs import describe_failure
 from tests.support.fixtures import make_settings
 
 
@@ -33,15 +33,13 @@ class FakeRecognizer:
         return Transcript("ok", 1.0, [], [], [], 0.1, 0.1, "zh")
 
 
-def record(batch: int = 400) -> TaskRecord:
-    return TaskRecord(
-        task_id="t", filename="a.wav", file="t.wav", batch_size=batch, created_at=datetime.now(UTC)
-    )
+def item(batch: int = 400) -> EngineInput:
+    return EngineInput(task_id="t", path=Path("x"), batch_size_s=batch)
 
 
 def test_out_of_memory_is_retried_once_with_a_smaller_batch():
     fake = FakeRecognizer([RecognitionError("CUDA out of memory", out_of_memory=True)])
-    result = recognize_with_oom_retry(fake, Path("x"), record(400), lambda s, f: None)  # type: ignore[arg-type]
+    result = recognize_with_oom_retry(fake, item(400))  # type: ignore[arg-type]
     assert result.text == "ok"
     assert fake.batches == [400, 100]
 
@@ -50,14 +48,14 @@ def test_a_second_out_of_memory_fails_the_job():
     oom = [RecognitionError("oom", out_of_memory=True), RecognitionError("oom", out_of_memory=True)]
     fake = FakeRecognizer(oom)
     with pytest.raises(RecognitionError):
-        recognize_with_oom_retry(fake, Path("x"), record(400), lambda s, f: None)  # type: ignore[arg-type]
+        recognize_with_oom_retry(fake, item(400))  # type: ignore[arg-type]
     assert fake.batches == [400, 100]
 
 
 def test_other_errors_are_not_retried():
     fake = FakeRecognizer([RecognitionError("shape mismatch")])
     with pytest.raises(RecognitionError):
-        recognize_with_oom_retry(fake, Path("x"), record(), lambda s, f: None)  # type: ignore[arg-type]
+        recognize_with_oom_retry(fake, item())  # type: ignore[arg-type]
     assert len(fake.batches) == 1
 
 

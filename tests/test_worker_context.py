@@ -1,21 +1,22 @@
 """The worker hands its context to the job code: settings given to the worker, not the
 environment's, are what a job runs with (architecture issue, item 5).
 
-A real ASRWorker serves a real `transcribe` job from the tests' Redis in burst mode; only the
-recognizer is a stand-in, so no model is loaded.
+A real ASRWorker serves a real `process_task` job from the tests' Redis in burst mode; only the
+engine is a stand-in, so no model is loaded.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import redis
 
-from src.asr.recognizer import Transcript
 from src.config import Settings, get_settings
+from src.engine.interface import EngineInfo, EngineInput, EngineOutput
 from src.queue import job_queue
 from src.queue.job_queue import get_queue
 from src.records import task_store
@@ -29,15 +30,21 @@ from tests.support.processes import RedisServer
 INJECTED_TTL = 4321
 
 
-class FakeRecognizer:
-    """Stands in for SpeechRecognizer: records what it was asked, returns a fixed transcript."""
+class FakeEngine:
+    """Stands in for the ASR engine: records what it was asked, returns a fixed result."""
+
+    info = EngineInfo(device="cpu", models={}, load_time=0.0)
+    max_batch = 1
 
     def __init__(self) -> None:
         self.calls: list[Path] = []
 
-    def recognize(self, path: Path, **_: object) -> Transcript:
-        self.calls.append(path)
-        return Transcript("context ok", 1.0, [], [], [], 0.1, 0.1, "zh")
+    def process(self, item: EngineInput) -> EngineOutput:
+        self.calls.append(item.path)
+        return EngineOutput(text="context ok", duration=1.0, processing_time=0.1)
+
+    def process_batch(self, items: Sequence[EngineInput]) -> list[EngineOutput | Exception]:
+        return [self.process(item) for item in items]
 
 
 def test_jobs_outside_a_worker_get_a_clear_error() -> None:
@@ -46,7 +53,7 @@ def test_jobs_outside_a_worker_get_a_clear_error() -> None:
 
 
 def test_a_bound_context_is_reset_afterwards(settings: Settings) -> None:
-    ctx = WorkerContext(settings=settings, recognizer=FakeRecognizer(), name="w")  # type: ignore[arg-type]
+    ctx = WorkerContext(settings=settings, engine=FakeEngine(), name="w")
     with bound(ctx):
         assert current() is ctx
     with pytest.raises(NoWorkerContextError):
@@ -77,9 +84,9 @@ def test_settings_given_to_the_worker_reach_the_job(
     )
     worker_conn = worker_connection(settings)
     queue = get_queue(worker_conn, settings)
-    job_queue.enqueue_transcription(queue, task_id, settings)
-    fake = FakeRecognizer()
-    ctx = WorkerContext(settings=settings, recognizer=fake, name="ctx-worker-1")  # type: ignore[arg-type]
+    job_queue.enqueue_task(queue, task_id, settings)
+    fake = FakeEngine()
+    ctx = WorkerContext(settings=settings, engine=fake, name="ctx-worker-1")
 
     ASRWorker([queue], connection=worker_conn, context=ctx).work(burst=True, with_scheduler=False)
 

@@ -107,6 +107,7 @@ class TaskResult(BaseModel):
 class WorkerInfo(BaseModel):
     name: str
     device: str | None = None
+    models: dict[str, str] = Field(default_factory=dict, description="the engine's models by role")
     model_loaded: bool = True
     current_task: str | None = None
 

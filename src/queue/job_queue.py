@@ -1,7 +1,7 @@
-"""The RQ side: enqueueing transcriptions by dotted path, positions, queue figures, wait estimates.
+"""The RQ side: enqueueing tasks by dotted path, positions, queue figures, wait estimates.
 
-Jobs are enqueued as the string "src.worker.jobs.transcribe", so the API process never imports the
-job module (nor torch/FunASR behind it). The RQ job id is the task id.
+Jobs are enqueued as the string `JOB_FUNC`, so the API process never imports the job module (nor
+the engine behind it). The RQ job id is the task id.
 """
 
 from __future__ import annotations
@@ -26,8 +26,15 @@ from src.records.redis_client import (
 )
 from src.results import stats
 
-JOB_FUNC = "src.worker.jobs.transcribe"
+JOB_FUNC = "src.worker.jobs.process_task"
 FAILURE_CALLBACK = "src.worker.jobs.on_failure"
+# Paths earlier releases stored in queued jobs; `migrate_legacy_jobs` points them at today's.
+LEGACY_PATHS = {
+    "src.api.tasks.transcribe": JOB_FUNC,
+    "src.asr.jobs.transcribe": JOB_FUNC,
+    "src.api.tasks.on_failure": FAILURE_CALLBACK,
+    "src.asr.jobs.on_failure": FAILURE_CALLBACK,
+}
 # Until the service has timed real jobs, assume this many seconds per job (documented in README).
 DEFAULT_JOB_SECONDS = 10.0
 
@@ -38,7 +45,7 @@ def get_queue(conn: redis.Redis, settings: Settings) -> Queue:
     )
 
 
-def enqueue_transcription(queue: Queue, task_id: str, settings: Settings) -> Job:
+def enqueue_task(queue: Queue, task_id: str, settings: Settings) -> Job:
     return queue.enqueue(
         JOB_FUNC,
         task_id,
@@ -49,6 +56,23 @@ def enqueue_transcription(queue: Queue, task_id: str, settings: Settings) -> Job
         on_failure=Callback(FAILURE_CALLBACK),
         description=f"transcribe {task_id}",
     )
+
+
+def migrate_legacy_jobs(queue: Queue) -> list[str]:
+    """Point queued jobs of an earlier release at today's job functions, so that an upgrade with
+    a non-empty queue loses nothing (RQ would fail them on an import error). Workers call it at
+    start, after they requeued abandoned jobs."""
+    moved = []
+    for job in queue.get_jobs():
+        new = LEGACY_PATHS.get(job.func_name or "")
+        if new is None:
+            continue
+        job.func_name = new
+        callback = job._failure_callback_name or ""  # RQ has no public setter
+        job._failure_callback_name = LEGACY_PATHS.get(callback, callback) or None
+        job.save(include_meta=False, include_result=False)
+        moved.append(job.id)
+    return moved
 
 
 def position(queue: Queue, job_id: str) -> int | None:

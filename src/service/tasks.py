@@ -130,7 +130,7 @@ def submit(
             recordings.index_recording(pipe, name, now.timestamp())
             stats.incr_submitted(pipe)
             pipe.execute()
-        job_queue.enqueue_transcription(queue, task_id, settings)
+        job_queue.enqueue_task(queue, task_id, settings)
     except REDIS_ERRORS:
         _undo_submit(conn, settings, task_id, name)
         raise
@@ -237,7 +237,7 @@ def retry(conn: redis.Redis, queue: Queue, settings: Settings, task_id: str) -> 
     )
     task_store.save(conn, fresh)  # no TTL while it waits again
     recordings.pin(conn, record.file)
-    job_queue.enqueue_transcription(queue, task_id, settings)
+    job_queue.enqueue_task(queue, task_id, settings)
     return _queued(conn, queue, task_id, record.audio_duration)
 
 

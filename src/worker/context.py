@@ -1,4 +1,4 @@
-"""What a worker process hands its jobs: settings, the loaded recognizer, its name, batch state.
+"""What a worker process hands its jobs: settings, the loaded engine, its name, batch state.
 
 The worker (src/worker/process.py) builds one `WorkerContext` at start and the RQ job functions
 (src/worker/jobs.py) read it with `current()`. Both import this module and neither imports the
@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from src.asr.recognizer import SpeechRecognizer, Transcript
 from src.config import Settings
+from src.engine.interface import Engine, EngineOutput
 
 
 class NoWorkerContextError(RuntimeError):
@@ -29,32 +29,32 @@ class NoWorkerContextError(RuntimeError):
 
 
 class BatchResults:
-    """Transcripts a pooled pass made for jobs this worker claimed but has not run yet.
+    """Results a pooled pass made for jobs this worker claimed but has not run yet.
 
     The job that ran the pass (src/worker/jobs.py) leaves them here; each claimed job then runs
     as a normal RQ job, so registries, callbacks and history stay per job, and publishes its
-    transcript instead of recomputing it. A job missing here is transcribed on its own.
+    result instead of recomputing it. A job missing here is processed on its own.
     """
 
     def __init__(self) -> None:
-        self.transcripts: dict[str, Transcript] = {}
+        self.outputs: dict[str, EngineOutput] = {}
         self.started: set[str] = set()
 
-    def take(self, task_id: str) -> Transcript | None:
-        return self.transcripts.pop(task_id, None)
+    def take(self, task_id: str) -> EngineOutput | None:
+        return self.outputs.pop(task_id, None)
 
     def clear(self) -> None:
-        self.transcripts.clear()
+        self.outputs.clear()
         self.started.clear()
 
 
 @dataclass
 class WorkerContext:
-    """One worker process's settings, its recognizer (loaded once, by `main`), its name, and the
-    transcripts of the batch it is working through."""
+    """One worker process's settings, its engine (loaded once, by `main`), its name, and the
+    results of the batch it is working through."""
 
     settings: Settings
-    recognizer: SpeechRecognizer
+    engine: Engine
     name: str
     batch: BatchResults = field(default_factory=BatchResults)
 
@@ -82,7 +82,7 @@ def current() -> WorkerContext:
         return _current.get()
     except LookupError:
         raise NoWorkerContextError(
-            "no worker context: ASR jobs run in `python -m src.worker` (which loads the model"
+            "no worker context: jobs run in `python -m src.worker` (which loads the engine"
             " once and binds its settings), not in a plain `rq worker`"
         ) from None
 

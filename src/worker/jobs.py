@@ -1,15 +1,16 @@
 """RQ job functions. They run inside a worker process (see src/worker/process.py), never in the API.
 
-They take the worker's settings, recognizer, name and batch state from its `WorkerContext`
+They take the worker's settings, engine, name and batch state from its `WorkerContext`
 (src/worker/context.py), never from the environment, so settings given to the worker reach them.
+They know the engine only through src/engine/interface.py: what it computes is the engine's
+business, storing and publishing the result is theirs.
 
-The API enqueues them by dotted path ("src.worker.jobs.transcribe"), so importing the API does not
-import this module, the recognizer, torch or FunASR.
+The API enqueues them by dotted path (`JOB_FUNC` in src/queue/job_queue.py), so importing the API
+does not import this module or any engine.
 """
 
 from __future__ import annotations
 
-import gc
 import math
 import time
 from pathlib import Path
@@ -22,15 +23,8 @@ from rq import Worker, get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from src.asr.recognizer import (
-    BatchRequest,
-    ProgressFn,
-    RecognitionError,
-    SpeechRecognizer,
-    Stage,
-    Transcript,
-)
 from src.config import Settings, get_settings
+from src.engine.interface import EngineError, EngineInput, EngineOutput, ProgressFn
 from src.media.audio import AudioError
 from src.queue import job_queue
 from src.queue.job_queue import get_queue
@@ -39,19 +33,18 @@ from src.records import task_store
 from src.records.task_store import TaskRecord, utcnow
 from src.results import history, stats
 from src.uploads import recordings
-from src.vocabulary import TaskStatus
+from src.vocabulary import Stage, TaskStatus
 from src.worker.context import WorkerContext, bound_or_none, current
 
 # Write progress to Redis only when it moved this many points (or the stage changed).
 PROGRESS_STEP = 5
-OOM_BATCH_DIVISOR = 4
 
 
 class RecordingMissingError(FileNotFoundError):
     """The task's recording was deleted before a worker reached it."""
 
 
-def _progress_writer(conn: redis.Redis, task_id: str, name: str) -> Any:
+def _progress_writer(conn: redis.Redis, task_id: str, name: str) -> ProgressFn:
     last = {"stage": None, "pct": -PROGRESS_STEP}
 
     def report(stage: Stage, fraction: float) -> None:
@@ -66,38 +59,16 @@ def _progress_writer(conn: redis.Redis, task_id: str, name: str) -> Any:
     return report
 
 
-def recognize_with_oom_retry(
-    recognizer: SpeechRecognizer,
-    path: Path,
-    record: TaskRecord,
-    progress: ProgressFn,
-    name: str = "worker",
-) -> Transcript:
-    """Out of memory usually means the batch was too big: try once more with a quarter of it."""
-    try:
-        return recognizer.recognize(
-            path,
-            language=record.language,
-            batch_size_s=record.batch_size,
-            hotwords=record.hotwords,
-            progress=progress,
-        )
-    except RecognitionError as exc:
-        if not exc.out_of_memory:
-            raise
-        smaller = max(1, record.batch_size // OOM_BATCH_DIVISOR)
-        logger.warning(
-            f"{name} task={record.task_id} out of memory at batch_size={record.batch_size}"
-            f"s; retrying once at {smaller}s"
-        )
-        gc.collect()
-        return recognizer.recognize(
-            path,
-            language=record.language,
-            batch_size_s=smaller,
-            hotwords=record.hotwords,
-            progress=progress,
-        )
+def engine_input(conn: redis.Redis, record: TaskRecord, path: Path, name: str) -> EngineInput:
+    """The engine's view of a task: its recording, options and a progress writer."""
+    return EngineInput(
+        task_id=record.task_id,
+        path=path,
+        language=record.language,
+        hotwords=tuple(record.hotwords),
+        batch_size_s=record.batch_size,
+        progress=_progress_writer(conn, record.task_id, name),
+    )
 
 
 def _mark_started(conn: redis.Redis, record: TaskRecord, name: str) -> TaskRecord | None:
@@ -120,9 +91,9 @@ def _batchable(record: TaskRecord, settings: Settings) -> bool:
 
 
 def claim_batch(conn: redis.Redis, ctx: WorkerContext, leader: TaskRecord) -> list[TaskRecord]:
-    """Take up to ASR_BATCH_JOBS - 1 more short queued tasks off the queue for this worker."""
+    """Take up to the engine's `max_batch` - 1 more short queued tasks off the queue."""
     settings = ctx.settings
-    limit = settings.batch_jobs
+    limit = ctx.engine.max_batch
     if limit <= 1 or not _batchable(leader, settings):
         return []
     queue = get_queue(conn, settings)
@@ -144,50 +115,38 @@ def claim_batch(conn: redis.Redis, ctx: WorkerContext, leader: TaskRecord) -> li
     return [r for r in wanted if r.task_id in got]
 
 
-def transcribe_batch(
-    conn: redis.Redis, ctx: WorkerContext, leader: TaskRecord, path: Path, claimed: list[TaskRecord]
-) -> Transcript:
-    """One pooled pass over the leader and the claimed tasks; the leader's transcript comes back,
+def process_batch(
+    conn: redis.Redis, ctx: WorkerContext, leader: EngineInput, claimed: list[TaskRecord]
+) -> EngineOutput:
+    """One pooled pass over the leader and the claimed tasks; the leader's result comes back,
     the others wait in `ctx.batch` for their own jobs, which the worker runs next."""
     settings, name = ctx.settings, ctx.name
-    members: list[tuple[TaskRecord, Path]] = [(leader, path)]
+    members = [leader]
     for record in claimed:
         member_path = recordings.recording_path(settings, record.file)
         started = _mark_started(conn, record, name) if member_path is not None else None
         if started is not None and member_path is not None:
             ctx.batch.started.add(record.task_id)
-            members.append((started, member_path))
-    requests = [
-        BatchRequest(
-            audio=member_path,
-            language=record.language,
-            batch_size_s=record.batch_size,
-            hotwords=record.hotwords,
-            progress=_progress_writer(conn, record.task_id, name),
-        )
-        for record, member_path in members
-    ]
+            members.append(engine_input(conn, started, member_path, name))
     began = time.perf_counter()
-    results = ctx.recognizer.recognize_batch(requests)
-    audio = sum(r.duration for r in results if isinstance(r, Transcript))
+    results = ctx.engine.process_batch(members)
+    audio = sum(r.duration for r in results if isinstance(r, EngineOutput))
     logger.info(
         f"{name} batch of {len(members)} tasks ({audio:.1f}s of audio) in "
-        f"{time.perf_counter() - began:.2f}s: {', '.join(r.task_id for r, _ in members)}"
+        f"{time.perf_counter() - began:.2f}s: {', '.join(m.task_id for m in members)}"
     )
-    for (record, _), result in zip(members[1:], results[1:], strict=True):
-        if isinstance(result, Transcript):
-            ctx.batch.transcripts[record.task_id] = result
+    for member, result in zip(members[1:], results[1:], strict=True):
+        if isinstance(result, EngineOutput):
+            ctx.batch.outputs[member.task_id] = result
         else:  # its own job runs it alone and reports the error (or succeeds, after OOM)
-            logger.warning(f"{name} task={record.task_id} left its batch: {result}")
-    if isinstance(results[0], Transcript):
+            logger.warning(f"{name} task={member.task_id} left its batch: {result}")
+    if isinstance(results[0], EngineOutput):
         return results[0]
-    return recognize_with_oom_retry(
-        ctx.recognizer, path, leader, _progress_writer(conn, leader.task_id, name), name
-    )
+    return ctx.engine.process(leader)
 
 
-def transcribe(task_id: str) -> dict[str, Any]:
-    """Transcribe one stored recording and publish the result, history line and counters."""
+def process_task(task_id: str) -> dict[str, Any]:
+    """Run the engine on one stored upload and publish the result, history line and counters."""
     ctx = current()
     settings, name = ctx.settings, ctx.name
     job = get_current_job()
@@ -200,8 +159,8 @@ def transcribe(task_id: str) -> dict[str, Any]:
         record = _mark_started(conn, record, name)
         if record is None:
             return {"skipped": True}
-    transcript = ctx.batch.take(task_id)
-    if transcript is None:
+    result = ctx.batch.take(task_id)
+    if result is None:
         path = recordings.recording_path(settings, record.file)
         if path is None:
             raise RecordingMissingError(f"recording {record.file} no longer exists")
@@ -209,14 +168,10 @@ def transcribe(task_id: str) -> dict[str, Any]:
             f"{name} task={task_id} status=started file={record.file} "
             f"language={record.language} batch_size={record.batch_size}"
         )
+        item = engine_input(conn, record, path, name)
         claimed = claim_batch(conn, ctx, record) if job is not None else []
-        if claimed:
-            transcript = transcribe_batch(conn, ctx, record, path, claimed)
-        else:
-            transcript = recognize_with_oom_retry(
-                ctx.recognizer, path, record, _progress_writer(conn, task_id, name), name
-            )
-    for sentence in transcript.sentences:
+        result = process_batch(conn, ctx, item, claimed) if claimed else ctx.engine.process(item)
+    for sentence in result.sentences:
         logger.debug(
             f"{name} task={task_id} segment {sentence.start}-{sentence.end}ms "
             f"text_length={len(sentence.text)}"
@@ -228,37 +183,37 @@ def transcribe(task_id: str) -> dict[str, Any]:
         status=TaskStatus.DONE,
         stage=Stage.DONE,
         progress=100,
-        text=transcript.text,
-        duration=transcript.duration,
-        sentences=transcript.sentences,
-        applied_hotwords=transcript.hotwords,
-        rtf=transcript.rtf,
-        processing_time=transcript.processing_time,
+        text=result.text,
+        duration=result.duration,
+        sentences=result.sentences,
+        applied_hotwords=result.hotwords,
+        rtf=result.rtf,
+        processing_time=result.processing_time,
         finished_at=utcnow(),
     )
     if done is not None:
         history.record(conn, settings.history_file, done, settings.max_history_records)
-    stats.record_done(conn, transcript.duration, transcript.processing_time)
+    stats.record_done(conn, result.duration, result.processing_time)
     recordings.unpin(conn, record.file)
     recordings.enforce_retention(conn, settings)
     logger.info(
-        f"{name} task={task_id} status=completed text_length={len(transcript.text)} "
-        f"duration={transcript.duration:.2f}s rtf={transcript.rtf:.3f}"
+        f"{name} task={task_id} status=completed text_length={len(result.text)} "
+        f"duration={result.duration:.2f}s rtf={result.rtf:.3f}"
     )
-    return {"text": transcript.text, "duration": transcript.duration, "rtf": transcript.rtf}
+    return {"text": result.text, "duration": result.duration, "rtf": result.rtf}
 
 
 def describe_failure(exc_type: type[BaseException], exc: BaseException, timeout: int | None) -> str:
     """A message for the client: what went wrong, without paths or tracebacks."""
-    if isinstance(exc, RecognitionError) and isinstance(exc.__cause__, JobTimeoutException):
-        exc_type = JobTimeoutException  # the timeout fired inside FunASR and was wrapped
+    if isinstance(exc, EngineError) and isinstance(exc.__cause__, JobTimeoutException):
+        exc_type = JobTimeoutException  # the timeout fired inside the engine and was wrapped
     if issubclass(exc_type, JobTimeoutException):
         return f"Processing timeout ({timeout}s exceeded)"
     if isinstance(exc, AudioError):
         return f"Invalid audio: {exc}"
     if isinstance(exc, RecordingMissingError):
         return "The recording was deleted before it could be processed"
-    if isinstance(exc, RecognitionError):
+    if isinstance(exc, EngineError):
         return f"Recognition failed: {exc}"
     if exc_type.__name__ == "AbandonedJobError":
         return "The worker stopped while processing this task"
@@ -274,7 +229,7 @@ def on_failure(
 ) -> None:
     """RQ failure callback (exceptions, timeouts, abandoned jobs): mark the task failed.
 
-    Unlike `transcribe` it also runs without a worker context: RQ calls it for an abandoned job
+    Unlike `process_task` it also runs without a worker context: RQ calls it for an abandoned job
     from whichever process cleans the registry, and the failure must be recorded all the same,
     so it then falls back to the environment's settings.
     """

@@ -1,4 +1,4 @@
-"""The worker process: load the SpeechRecognizer once, then serve RQ jobs in this same process.
+"""The worker process: load the engine once, then serve RQ jobs in this same process.
 
 RQ's default Worker forks a child per job; the child would reload the model (seconds to minutes)
 and cannot use a CUDA context created in the parent. A `SimpleWorker` runs jobs in-process, so
@@ -29,11 +29,11 @@ from rq.job import Job
 from rq.worker import WorkerStatus
 from rq.worker_registration import unregister
 
-from src.asr.recognizer import SpeechRecognizer
 from src.config import Settings, get_settings
+from src.engine.interface import Engine, load_engine
 from src.logs import setup_logging
 from src.queue import job_queue
-from src.queue.job_queue import get_queue
+from src.queue.job_queue import JOB_FUNC, get_queue
 from src.queue.recovery import (
     Owner,
     note_redis_outage,
@@ -137,13 +137,13 @@ class Readiness(threading.Thread):
         self,
         conn: redis.Redis,
         worker: ASRWorker,
-        recognizer: SpeechRecognizer,
+        engine: Engine,
         settings: Settings,
     ) -> None:
         super().__init__(name="readiness", daemon=True)
         self.conn = conn
         self.worker = worker
-        self.recognizer = recognizer
+        self.engine = engine
         self.queue = get_queue(conn, settings)
         self.settings = settings
         self.stopped = threading.Event()
@@ -157,9 +157,9 @@ class Readiness(threading.Thread):
                 "pid": os.getpid(),
                 "hostname": socket.gethostname(),
                 "model_loaded": True,
-                "device": self.recognizer.device,
-                "models": self.recognizer.model_ids,
-                "load_time": round(self.recognizer.load_time, 3),
+                "device": self.engine.info.device,
+                "models": self.engine.info.models,
+                "load_time": self.engine.info.load_time,
                 "started_at": self.started_at,
                 "current_task": self.worker.get_current_job_id(),
             }
@@ -281,10 +281,10 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "<all>")
     logger.info(f"{name} starting: device={settings.device} CUDA_VISIBLE_DEVICES={visible}")
     started = time.perf_counter()
-    recognizer = SpeechRecognizer.from_settings(settings)
-    context = WorkerContext(settings=settings, recognizer=recognizer, name=name)
+    engine = load_engine(settings)
+    context = WorkerContext(settings=settings, engine=engine, name=name)
     logger.info(
-        f"{name} model loaded on {recognizer.device} in {time.perf_counter() - started:.1f}s"
+        f"{name} engine loaded on {engine.info.device} in {time.perf_counter() - started:.1f}s"
         f"; RSS {release_freed_heap()}"
     )
 
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     conn = worker_connection(settings)
     worker = ASRWorker([get_queue(conn, settings)], connection=conn, context=context)
     clear_stale_registration(conn, name)
-    readiness = Readiness(api_connection(settings), worker, recognizer, settings)
+    readiness = Readiness(api_connection(settings), worker, engine, settings)
     readiness.publish()
     if waited > 1:
         note_redis_outage(conn, time.time())
@@ -305,6 +305,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     # died in (the one-worker box has nobody else to do it).
     requeue_abandoned(conn, get_queue(conn, settings), settings)
     return_claimed(conn, get_queue(conn, settings), name)  # left by this name's last process
+    if moved := job_queue.migrate_legacy_jobs(get_queue(conn, settings)):
+        logger.warning(f"{name} pointed {len(moved)} jobs of an earlier release at {JOB_FUNC}")
     readiness.start()
     try:
         worker.work(with_scheduler=False, logging_level=settings.log_level, burst=args.burst)

@@ -38,7 +38,6 @@ from pathlib import Path
 
 from loguru import logger
 
-HEAVY_MODULES = ("torch", "funasr", "src.asr.recognizer", "src.worker.process")
 QUICK_EXIT_S = 10.0
 """Deaths sooner than this after a start count towards the restart back-off."""
 FIRST_BACKOFF_S = 1.0
@@ -295,12 +294,21 @@ class Supervisor:
                 self.stop(info.si_signo)
 
 
-def import_engine() -> WorkerMain:
-    """Import torch, FunASR and the worker once, here, so that every fork starts with them."""
+def import_engine(engine_spec: str) -> WorkerMain:
+    """Import the worker and the engine's module once, here, so that every fork starts with them.
+
+    The engine module may list more modules to import in `PRELOAD` (the ASR engine: torch and
+    FunASR, whose own imports are lazy).
+    """
     started = time.perf_counter()
-    for name in HEAVY_MODULES:
+    from src.engine.interface import loader_module
+
+    engine = importlib.import_module(loader_module(engine_spec))
+    heavy = [*getattr(engine, "PRELOAD", ()), "src.worker.process"]
+    for name in heavy:
         importlib.import_module(name)
-    logger.info(f"imported {', '.join(HEAVY_MODULES)} in {time.perf_counter() - started:.1f}s")
+    loaded = ", ".join([engine.__name__, *heavy])
+    logger.info(f"imported {loaded} in {time.perf_counter() - started:.1f}s")
     return importlib.import_module("src.worker.process").main
 
 
@@ -323,10 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     logger.add(sys.stderr, format=LOG_FORMAT, level="INFO", enqueue=False)
     from src.config import get_settings
 
-    count = args.count or get_settings().rq_worker_count
+    settings = get_settings()
+    count = args.count or settings.rq_worker_count
     slots = make_slots(count, visible_gpus(os.environ))
     os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # before torch reads it, as the script did
-    worker_main = import_engine()
+    worker_main = import_engine(settings.worker_engine)
     gc.freeze()  # keep the imported objects out of collections: their pages stay shared
     pid_dir = Path(os.environ.get("WORKER_PID_DIR") or "/tmp")
     return Supervisor(slots, worker_main, pid_dir, count).run()

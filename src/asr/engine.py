@@ -1,0 +1,98 @@
+"""The ASR engine as the worker sees it: `SpeechRecognizer` behind `src.engine.interface.Engine`.
+
+`Settings.worker_engine` names `load` here by default. Importing this module imports torch and
+FunASR, which is why only worker processes (and the supervisor, before it forks) do.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Sequence
+
+from src.asr.recognizer import BatchRequest, RecognitionError, SpeechRecognizer, Transcript
+from src.config import Settings
+from src.engine.interface import EngineInfo, EngineInput, EngineOutput
+
+log = logging.getLogger(__name__)
+
+PRELOAD = ("torch", "funasr")
+"""Imported by the worker supervisor before it forks (src/worker/supervisor.py): about 14 s of a
+fresh worker's start, which every fork then shares."""
+
+OOM_BATCH_DIVISOR = 4
+
+
+def output(transcript: Transcript) -> EngineOutput:
+    return EngineOutput(
+        text=transcript.text,
+        duration=transcript.duration,
+        processing_time=transcript.processing_time,
+        sentences=transcript.sentences,
+        hotwords=transcript.hotwords,
+    )
+
+
+class SpeechEngine:
+    """FunASR's VAD + Paraformer + punctuation, loaded once, with cross-job pooling."""
+
+    def __init__(self, recognizer: SpeechRecognizer, max_batch: int) -> None:
+        self.recognizer = recognizer
+        self.max_batch = max_batch
+        self.info = EngineInfo(
+            device=recognizer.device,
+            models=dict(recognizer.model_ids),
+            load_time=round(recognizer.load_time, 3),
+        )
+
+    def process(self, item: EngineInput) -> EngineOutput:
+        return output(recognize_with_oom_retry(self.recognizer, item))
+
+    def process_batch(self, items: Sequence[EngineInput]) -> list[EngineOutput | Exception]:
+        requests = [
+            BatchRequest(
+                audio=item.path,
+                language=item.language,
+                batch_size_s=item.batch_size_s,
+                hotwords=item.hotwords,
+                progress=item.progress,
+            )
+            for item in items
+        ]
+        results = self.recognizer.recognize_batch(requests)
+        return [output(r) if isinstance(r, Transcript) else r for r in results]
+
+
+def recognize_with_oom_retry(recognizer: SpeechRecognizer, item: EngineInput) -> Transcript:
+    """Out of memory usually means the batch was too big: try once more with a quarter of it."""
+    try:
+        return recognizer.recognize(
+            item.path,
+            language=item.language,
+            batch_size_s=item.batch_size_s,
+            hotwords=item.hotwords,
+            progress=item.progress,
+        )
+    except RecognitionError as exc:
+        if not exc.out_of_memory:
+            raise
+        smaller = max(1, item.batch_size_s // OOM_BATCH_DIVISOR)
+        log.warning(
+            "task=%s out of memory at batch_size=%ss; retrying once at %ss",
+            item.task_id,
+            item.batch_size_s,
+            smaller,
+        )
+        gc.collect()
+        return recognizer.recognize(
+            item.path,
+            language=item.language,
+            batch_size_s=smaller,
+            hotwords=item.hotwords,
+            progress=item.progress,
+        )
+
+
+def load(settings: Settings) -> SpeechEngine:
+    """`Settings.worker_engine`'s default: load the models named in the settings."""
+    return SpeechEngine(SpeechRecognizer.from_settings(settings), settings.batch_jobs)

@@ -1,0 +1,266 @@
+"""Cross-job pooling: several recordings' VAD segments decoded in shared ASR batches.
+
+One short clip leaves a GPU mostly idle, and FunASR itself decodes a list of inputs one at a
+time. Here every clip is decoded and cut by VAD on its own, all their speech segments go through
+the ASR model together in length-sorted batches, and then each clip runs FunASR's own
+`generate` again with a replay of its VAD output and ASR results, so its merge, punctuation and
+sentence split are exactly what a solo transcript gets.
+
+The functions take the `SpeechRecognizer` whose lock the caller holds; they use its loaded
+model and its `AutoModel.inference` hook (src/asr/recognizer.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from src.asr.hotwords import clean_hotwords
+from src.asr.transcript import (
+    MIN_SAMPLES,
+    ProgressFn,
+    RecognitionError,
+    Transcript,
+    engine_error,
+)
+from src.media.audio import SAMPLE_RATE, AudioError
+from src.vocabulary import Stage
+
+if TYPE_CHECKING:
+    from src.asr.recognizer import SpeechRecognizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchRequest:
+    """One recording of a cross-job batch (see `SpeechRecognizer.recognize_batch`)."""
+
+    audio: np.ndarray | str | os.PathLike[str] | bytes
+    language: str = "zh"
+    batch_size_s: int = 500
+    hotwords: Sequence[str] = ()
+    progress: ProgressFn | None = None
+
+
+@dataclass
+class Pooled:
+    """A batch member between the pooled passes: its audio, VAD output and ASR results."""
+
+    index: int
+    request: BatchRequest
+    samples: np.ndarray
+    words: list[str]
+    vad: list[dict[str, Any]] = field(default_factory=list)
+    segments: list[tuple[int, int]] = field(default_factory=list)
+    asr: dict[int, dict[str, Any]] = field(default_factory=dict)
+    prep_seconds: float = 0.0
+    pooled_seconds: float = 0.0
+    failed: bool = False
+
+    @property
+    def cfg(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = {
+            "batch_size_s": self.request.batch_size_s,
+            "sentence_timestamp": True,
+        }
+        if self.words:
+            cfg["hotword"] = " ".join(self.words)
+        return cfg
+
+    def sorted_segments(self) -> list[int]:
+        """Segment indices in the order FunASR's `inference_with_vad` decodes them."""
+        return sorted(
+            range(len(self.segments)), key=lambda i: self.segments[i][1] - self.segments[i][0]
+        )
+
+    def segment_audio(self, index: int) -> np.ndarray:
+        # Same slicing as funasr.utils.vad_utils.slice_padding_audio_samples.
+        beg, end = self.segments[index]
+        return self.samples[int(beg * 16) : min(int(end * 16), len(self.samples))]
+
+
+class Replay:
+    """Hands FunASR the VAD output and ASR results a pooled pass already computed for one input.
+
+    FunASR's `inference_with_vad` then does its own merging, punctuation and sentence split, so
+    a batched transcript goes through exactly the code a solo one does.
+    """
+
+    def __init__(self, item: Pooled) -> None:
+        self.vad = copy.deepcopy(item.vad)
+        order = item.sorted_segments()
+        self.pending = [(len(item.segment_audio(i)), item.asr[i]) for i in order]
+
+    def take(self, inputs: list[Any]) -> list[dict[str, Any]] | None:
+        """The stored results for these segments, or None if they are not the expected ones."""
+        head = self.pending[: len(inputs)]
+        if len(head) < len(inputs) or [n for n, _ in head] != [len(x) for x in inputs]:
+            return None
+        del self.pending[: len(inputs)]
+        return [copy.deepcopy(result) for _, result in head]
+
+
+def forward_only(progress: ProgressFn | None) -> ProgressFn | None:
+    """Drop reports that would move a clip's progress backwards: the pooled pass reports
+    recognition before each clip's replay reports its stages again."""
+    if progress is None:
+        return None
+    reached = -1.0
+
+    def report(stage: Stage, fraction: float) -> None:
+        nonlocal reached
+        if fraction >= reached:
+            reached = fraction
+            progress(stage, fraction)
+
+    return report
+
+
+def recognize_batch(
+    rec: SpeechRecognizer, requests: Sequence[BatchRequest]
+) -> list[Transcript | Exception]:
+    """Each request's Transcript or exception (AudioError, RecognitionError), in order."""
+    requests = [dataclasses.replace(r, progress=forward_only(r.progress)) for r in requests]
+    results: list[Transcript | Exception | None] = [None] * len(requests)
+    pooled: list[Pooled] = []
+    for index, request in enumerate(requests):
+        rec._progress = request.progress
+        try:
+            prepared = prepare(rec, index, request)
+        except (AudioError, OSError) as exc:  # the clip's own problem, as `recognize` raises
+            results[index] = exc
+            continue
+        except Exception as exc:
+            results[index] = engine_error(exc)
+            continue
+        if isinstance(prepared, Transcript):
+            results[index] = prepared
+        else:
+            pooled.append(prepared)
+    rec._progress = None
+    decode_pooled(rec, pooled)
+    for item in pooled:
+        rec._progress = item.request.progress
+        rec._replay = None if item.failed else Replay(item)
+        # Charge this clip its own decode/VAD time plus its share of the pooled batches.
+        started = time.perf_counter() - item.prep_seconds - item.pooled_seconds
+        try:
+            out = rec._model.generate(input=item.samples, **item.cfg)
+        except Exception as exc:
+            results[item.index] = engine_error(exc)
+            continue
+        finally:
+            rec._replay = None
+        results[item.index] = rec._transcript(
+            out[0] if out else {},
+            len(item.samples) / SAMPLE_RATE,
+            item.words,
+            item.request.language,
+            started,
+        )
+    return [r if r is not None else RecognitionError("no result") for r in results]
+
+
+def prepare(rec: SpeechRecognizer, index: int, request: BatchRequest) -> Pooled | Transcript:
+    """Decode and run VAD on one batch member (as `inference_with_vad` would)."""
+    started = time.perf_counter()
+    rec._report(Stage.DECODE, 0.0)
+    samples = rec._samples(request.audio)
+    words = clean_hotwords([*rec.default_hotwords, *request.hotwords])
+    rec._segments = []
+    if len(samples) < MIN_SAMPLES:
+        return rec._transcript({}, len(samples) / SAMPLE_RATE, words, request.language, started)
+    item = Pooled(index=index, request=request, samples=samples, words=words)
+    rec._report(Stage.VAD, 0.0)
+    auto = rec._model
+    auto._reset_runtime_configs()
+    item.vad = rec._inference(samples, model=auto.vad_model, kwargs=auto.vad_kwargs, **item.cfg)
+    item.segments = [(int(beg), int(end)) for out in item.vad for beg, end in out.get("value", [])]
+    item.prep_seconds = time.perf_counter() - started
+    return item
+
+
+def decode_pooled(rec: SpeechRecognizer, items: list[Pooled]) -> None:
+    """Run every member's segments through the ASR model in shared, length-sorted batches.
+
+    Batches follow FunASR's own rule (padded length x count within batch_size_s; segments over
+    batch_size_threshold_s alone); members with other hotwords are batched apart, since SeACo
+    biases a whole batch with one hotword list.
+    """
+    groups: dict[tuple[str, ...], list[Pooled]] = {}
+    for item in items:
+        groups.setdefault(tuple(item.words), []).append(item)
+    threshold_ms = int(rec._model.kwargs.get("batch_size_threshold_s", 60)) * 1000
+    for members in groups.values():
+        limit_ms = min(m.request.batch_size_s for m in members) * 1000
+        entries = sorted(
+            ((m, seg) for m in members for seg in range(len(m.segments))),
+            key=lambda e: e[0].segments[e[1]][1] - e[0].segments[e[1]][0],
+        )
+        batch: list[tuple[Pooled, int]] = []
+        longest = 0
+        for entry in entries:
+            beg, end = entry[0].segments[entry[1]]
+            length = end - beg
+            if batch and (
+                length >= threshold_ms or max(longest, length) * (len(batch) + 1) > limit_ms
+            ):
+                run_pooled(rec, batch, members[0].cfg)
+                batch, longest = [], 0
+            batch.append(entry)
+            longest = max(longest, length)
+        if batch:
+            run_pooled(rec, batch, members[0].cfg)
+
+
+def run_pooled(rec: SpeechRecognizer, batch: list[tuple[Pooled, int]], cfg: dict[str, Any]) -> None:
+    """One shared ASR batch; a failed batch marks its members to be decoded on their own."""
+    members = {id(item): item for item, _ in batch}
+    if any(item.failed for item in members.values()):
+        batch = [(item, seg) for item, seg in batch if not item.failed]
+        if not batch:
+            return
+    auto = rec._model
+    started = time.perf_counter()
+    try:
+        auto._reset_runtime_configs()
+        kwargs = auto.kwargs
+        auto._merge_runtime_config(kwargs, cfg)
+        kwargs["batch_size"] = len(batch)
+        audio = [item.segment_audio(seg) for item, seg in batch]
+        out = rec._inference(audio, model=auto.model, kwargs=kwargs, **cfg)
+    except Exception as exc:
+        log.warning(
+            "pooled ASR batch of %d segments failed (%s); its clips run alone",
+            len(batch),
+            engine_error(exc),
+        )
+        for item, _ in batch:
+            item.failed = True
+        return
+    if not out:  # no token in any segment: Paraformer returns nothing for the batch
+        out = [{"key": "empty", "text": "", "timestamp": []} for _ in batch]
+    if len(out) != len(batch):
+        for item, _ in batch:
+            item.failed = True
+        return
+    elapsed = time.perf_counter() - started
+    total = sum(len(a) for a in audio) or 1
+    for (item, seg), result, samples in zip(batch, out, audio, strict=True):
+        item.asr[seg] = result
+        item.pooled_seconds += elapsed * len(samples) / total
+    for item in members.values():
+        done = sum(e - b for i, (b, e) in enumerate(item.segments) if i in item.asr)
+        speech = sum(e - b for b, e in item.segments) or 1
+        rec._progress = item.request.progress
+        rec._report(Stage.RECOGNITION, min(1.0, done / speech))
+    rec._progress = None
