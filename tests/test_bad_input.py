@@ -39,7 +39,7 @@ from src.config import Settings
 from src.records import task_store
 from src.records.redis_client import AUDIO_INDEX_KEY
 from src.records.task_store import TASK_ID_PATTERN, TaskStatus, utcnow
-from src.service.tasks import FULL_CHECK_MAX_BYTES
+from src.service.submit import FULL_CHECK_MAX_BYTES
 from tests.support.audio_samples import (
     BAD_INPUTS,
     SPEECH_WAV,

@@ -57,11 +57,11 @@ def upload_check_ms(clip: Path, repeats: int = 7) -> dict[str, Any]:
     """What the submit path spends on checking one upload, in this process (median of repeats):
     `probe`, the full `decode` (+ resample to 16 kHz float), `verify` where the tree has it (the
     same checks without resampling), and the codec alone. `submit_runs` says which of them
-    `src/service/tasks.py` calls on uploads up to 4 MB in the tree being measured."""
+    `src/service/submit.py` calls on uploads up to 4 MB in the tree being measured."""
     import av
 
     from src.media import audio
-    from src.service import tasks
+    from src.service import submit as tasks
 
     def packets_only() -> None:
         with av.open(str(clip)) as container:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from src.results.history import HistoryEntry
+from src.service.models import Deleted, Health, Queued, QueueFigures, ServiceStats, TaskView
 from src.vocabulary import HistoryStatus, Sentence, Stage, TaskStatus
 
 
@@ -25,7 +26,9 @@ class ErrorResponse(BaseModel):
     error: str = Field(description="human-readable description of the problem")
 
 
-class SubmitResponse(BaseModel):
+class SubmitResponse(Queued):
+    """`Queued`, with where to poll."""
+
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -40,15 +43,11 @@ class SubmitResponse(BaseModel):
         }
     )
 
-    task_id: str = Field(description="`YYYY-MM-DD_NNN_<random>`; use it to poll the result")
-    status: TaskStatus = TaskStatus.QUEUED
-    position: int | None = Field(
-        None, description="1-based place in the queue (1 = next); null once a worker has it"
-    )
-    estimated_wait: int = Field(
-        description="seconds until the result is expected, from observed processing speed"
-    )
     result_url: str
+
+    @classmethod
+    def of(cls, queued: Queued, result_url: str) -> SubmitResponse:
+        return cls(**queued.model_dump(), result_url=result_url)
 
 
 class TaskResult(BaseModel):
@@ -103,16 +102,42 @@ class TaskResult(BaseModel):
     retry_url: str | None = Field(None, description="POST here to run it again (failed)")
     attempts: int = 0
 
+    @classmethod
+    def of(cls, view: TaskView, audio_url: str, retry_url: str) -> TaskResult:
+        """Shaped by status: the transcript once done, the error and retry URL once failed."""
+        record = view.record
+        body = cls(
+            task_id=record.task_id,
+            status=record.status,
+            progress=record.progress,
+            stage=record.stage,
+            filename=record.filename,
+            language=record.language,
+            created_at=record.created_at,
+            attempts=record.attempts,
+            audio_url=audio_url,
+        )
+        if record.status == TaskStatus.QUEUED:
+            body.position = view.position
+        elif record.status == TaskStatus.PROCESSING:
+            body.started_at = record.started_at
+        elif record.status == TaskStatus.DONE:
+            body.text = record.text
+            body.duration = record.duration
+            body.sentences = record.sentences
+            body.hotwords = record.applied_hotwords
+            body.rtf = record.rtf
+            body.started_at = record.started_at
+            body.finished_at = record.finished_at
+        else:
+            body.error = record.error
+            body.retry_url = retry_url
+            body.duration = record.audio_duration
+            body.finished_at = record.finished_at
+        return body
 
-class WorkerInfo(BaseModel):
-    name: str
-    device: str | None = None
-    models: dict[str, str] = Field(default_factory=dict, description="the engine's models by role")
-    model_loaded: bool = True
-    current_task: str | None = None
 
-
-class HealthResponse(BaseModel):
+class HealthResponse(Health):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -127,15 +152,6 @@ class HealthResponse(BaseModel):
         }
     )
 
-    status: Literal["ready", "unavailable"]
-    model_loaded: bool = Field(description="at least one worker has its model loaded")
-    redis_connected: bool
-    workers_active: int = 0
-    uptime: str = Field(description="API uptime, human-readable")
-    uptime_seconds: float = 0
-    workers: list[WorkerInfo] = []
-    error: str | None = None
-
 
 class HistoryRecord(BaseModel):
     task_id: str
@@ -147,13 +163,17 @@ class HistoryRecord(BaseModel):
     error: str | None = None
     audio_url: str
 
+    @classmethod
+    def of(cls, entry: HistoryEntry, audio_url: str) -> HistoryRecord:
+        return cls.model_validate({**entry.model_dump(), "audio_url": audio_url})
+
 
 class HistoryResponse(BaseModel):
     total: int = Field(description="records in the recent-history list")
     records: list[HistoryRecord]
 
 
-class QueueStatusResponse(BaseModel):
+class QueueStatusResponse(QueueFigures):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -162,31 +182,10 @@ class QueueStatusResponse(BaseModel):
         }
     )
 
-    queued: int
-    processing: int
-    failed: int
-    workers: int
-    workers_busy: int
+
+class DeleteResponse(Deleted):
+    pass
 
 
-class DeleteResponse(BaseModel):
-    task_id: str
-    deleted: bool = True
-    recording_deleted: bool
-
-
-class StatsResponse(BaseModel):
-    submitted: int
-    done: int
-    failed: int
-    audio_seconds: float = Field(description="total audio transcribed, seconds")
-    processing_seconds: float
-    mean_rtf: float | None = Field(None, description="processing_seconds / audio_seconds")
-    uptime: str
-    uptime_seconds: float
-    workers_active: int
-    recordings: int
-    storage_bytes: int = Field(description="recordings + logs on disk")
-    history_write_errors: int = Field(
-        0, description="finished tasks whose JSONL history line could not be written (disk full)"
-    )
+class StatsResponse(ServiceStats):
+    pass

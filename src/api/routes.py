@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated, Any
 
 from anyio import to_thread
@@ -17,6 +16,7 @@ from src.api.models import (
     DeleteResponse,
     ErrorResponse,
     HealthResponse,
+    HistoryRecord,
     HistoryResponse,
     QueueStatusResponse,
     StatsResponse,
@@ -25,8 +25,9 @@ from src.api.models import (
 )
 from src.asr.hotwords import MAX_HOTWORDS, is_valid_hotword, parse_hotwords, unique_hotwords
 from src.media.audio import SUPPORTED_FORMATS
-from src.queue import job_queue
-from src.service import tasks
+from src.service import status, tasks
+from src.service.models import Deleted, Health, QueueFigures, ServiceStats, SubmitRequest
+from src.service.submit import submit as submit_upload
 from src.uploads.recordings import content_type
 
 E = ErrorResponse
@@ -51,6 +52,11 @@ TASK_ERRORS: dict[int | str, dict[str, Any]] = {
 asr = APIRouter(prefix="/asr", tags=["asr"])
 system = APIRouter(tags=["system"])  # health: open, for load balancers and probes
 stats_router = APIRouter(tags=["system"])
+
+
+def url(request: Request, route: str, task_id: str) -> str:
+    """A task's URL as the router builds it (path only, as the design's examples show)."""
+    return str(request.app.url_path_for(route, task_id=task_id))
 
 
 @asr.post(
@@ -106,22 +112,18 @@ async def submit(
     wanted = unique_hotwords(words)
     if len(wanted) > MAX_HOTWORDS:
         raise errors.too_many_hotwords(len(wanted), MAX_HOTWORDS)
-    body = await to_thread.run_sync(
-        partial(
-            tasks.submit,
-            conn,
-            queue,
-            settings,
-            audio.file,
-            audio.filename,
-            language,
-            batch_size or settings.asr_batch_size,
-            wanted,
-        ),
-        limiter=request.app.state.submit_limiter,
+    upload = SubmitRequest(
+        upload=audio.file,
+        filename=audio.filename,
+        language=language,
+        batch_size=batch_size or settings.asr_batch_size,
+        hotwords=wanted,
     )
-    request.state.log = body.pop("_log")
-    return body
+    submitted = await to_thread.run_sync(
+        submit_upload, conn, queue, settings, upload, limiter=request.app.state.submit_limiter
+    )
+    request.state.log = submitted.log_line()  # the access line names the task it created
+    return SubmitResponse.of(submitted, url(request, "result", submitted.task_id))
 
 
 @asr.get(
@@ -131,8 +133,9 @@ async def submit(
     summary="A task's state or result",
     responses=TASK_ERRORS,
 )
-def result(task_id: TaskId, conn: RedisDep, queue: QueueDep) -> dict[str, Any]:
-    return tasks.view(conn, queue, task_id)
+def result(request: Request, task_id: TaskId, conn: RedisDep, queue: QueueDep) -> TaskResult:
+    view = tasks.view(conn, queue, task_id)
+    return TaskResult.of(view, url(request, "audio", task_id), url(request, "retry", task_id))
 
 
 @asr.get(
@@ -142,10 +145,13 @@ def result(task_id: TaskId, conn: RedisDep, queue: QueueDep) -> dict[str, Any]:
     responses={422: {"model": E, "description": "`limit` out of range"}, **UNAVAILABLE},
 )
 def history(
+    request: Request,
     conn: RedisDep,
     limit: Annotated[int, Query(ge=1, le=1000, description="how many records")] = 10,
-) -> dict[str, Any]:
-    return tasks.history_page(conn, limit)
+) -> HistoryResponse:
+    page = status.history_page(conn, limit)
+    records = [HistoryRecord.of(e, url(request, "audio", e.task_id)) for e in page.entries]
+    return HistoryResponse(total=page.total, records=records)
 
 
 @asr.get(
@@ -165,8 +171,10 @@ def history(
     },
 )
 def audio(task_id: TaskId, conn: RedisDep, settings: SettingsDep) -> FileResponse:
-    path, download = tasks.find_audio(conn, settings, task_id)
-    return RecordingResponse(path, media_type=content_type(path), filename=download)
+    found = tasks.find_audio(conn, settings, task_id)
+    return RecordingResponse(
+        found.path, media_type=content_type(found.path.name), filename=found.download_name
+    )
 
 
 class RecordingResponse(FileResponse):
@@ -192,8 +200,8 @@ class RecordingResponse(FileResponse):
     summary="Queue figures",
     responses=UNAVAILABLE,
 )
-def queue_status(conn: RedisDep, queue: QueueDep) -> dict[str, int]:
-    return job_queue.queue_status(conn, queue)
+def queue_status(conn: RedisDep, queue: QueueDep) -> QueueFigures:
+    return status.queue_figures(conn, queue)
 
 
 @asr.post(
@@ -207,9 +215,10 @@ def queue_status(conn: RedisDep, queue: QueueDep) -> dict[str, int]:
     },
 )
 def retry(
-    task_id: TaskId, conn: RedisDep, queue: QueueDep, settings: SettingsDep
-) -> dict[str, Any]:
-    return tasks.retry(conn, queue, settings, task_id)
+    request: Request, task_id: TaskId, conn: RedisDep, queue: QueueDep, settings: SettingsDep
+) -> SubmitResponse:
+    queued = tasks.retry(conn, queue, settings, task_id)
+    return SubmitResponse.of(queued, url(request, "result", task_id))
 
 
 @asr.delete(
@@ -218,7 +227,7 @@ def retry(
     summary="Delete a task and its recording",
     responses=TASK_ERRORS,
 )
-def delete_task(task_id: TaskId, conn: RedisDep, settings: SettingsDep) -> dict[str, Any]:
+def delete_task(task_id: TaskId, conn: RedisDep, settings: SettingsDep) -> Deleted:
     return tasks.delete(conn, settings, task_id)
 
 
@@ -229,14 +238,14 @@ def delete_task(task_id: TaskId, conn: RedisDep, settings: SettingsDep) -> dict[
     summary="Readiness: Redis reachable and at least one worker with its model loaded",
     responses={503: {"model": HealthResponse, "description": "Not ready"}},
 )
-async def health(request: Request, response: Response) -> dict[str, Any]:
-    body = await tasks.health(request.app.state.aredis, request.app.state.started)
-    response.status_code = 200 if body["status"] == "ready" else 503
+async def health(request: Request, response: Response) -> Health:
+    body = await status.health(request.app.state.aredis, request.app.state.started)
+    response.status_code = 200 if body.status == "ready" else 503
     return body
 
 
 @stats_router.get(
     "/stats", response_model=StatsResponse, summary="Service statistics", responses=UNAVAILABLE
 )
-def service_stats(request: Request, conn: RedisDep, settings: SettingsDep) -> dict[str, Any]:
-    return tasks.service_stats(conn, settings, request.app.state.started)
+def service_stats(request: Request, conn: RedisDep, settings: SettingsDep) -> ServiceStats:
+    return status.service_stats(conn, settings, request.app.state.started)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import redis
 from loguru import logger
+from pydantic import BaseModel
 
 from src.records.redis_client import HISTORY_KEY
 from src.records.task_store import TaskRecord
@@ -21,30 +22,54 @@ from src.results import stats
 from src.vocabulary import HistoryStatus
 
 
-def entry_for(record: TaskRecord) -> dict[str, Any]:
-    """The history line for a finished task ("success" or "failed", as the design names them)."""
-    return {
-        "task_id": record.task_id,
-        "file": record.file,
-        "filename": record.filename,
-        "text": record.text or "",
-        "created_at": record.created_at.isoformat().replace("+00:00", "Z"),
-        "finished_at": record.finished_at.isoformat().replace("+00:00", "Z")
-        if record.finished_at
-        else None,
-        "duration": record.duration if record.duration is not None else record.audio_duration,
-        "status": HistoryStatus.of(record.status).value,
-        "worker_id": record.worker_id,
-        "error": record.error,
-        "rtf": record.rtf,
-        "language": record.language,
-        "attempts": record.attempts,
-    }
+class HistoryEntry(BaseModel):
+    """One finished task, as a JSONL line and as an item of the Redis list (same fields, same
+    order: the design's `jq` examples read them). Status is "success" or "failed"."""
+
+    task_id: str
+    file: str | None = None
+    filename: str | None = None
+    text: str = ""
+    created_at: str
+    finished_at: str | None = None
+    duration: float | None = None
+    status: HistoryStatus
+    worker_id: str | None = None
+    error: str | None = None
+    rtf: float | None = None
+    language: str | None = None
+    attempts: int = 0
+
+    def line(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":"))
 
 
-def append_jsonl(path: Path, entry: dict[str, Any]) -> None:
+def _utc(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def entry_for(record: TaskRecord) -> HistoryEntry:
+    """The history line for a finished task."""
+    return HistoryEntry(
+        task_id=record.task_id,
+        file=record.file,
+        filename=record.filename,
+        text=record.text or "",
+        created_at=_utc(record.created_at),
+        finished_at=_utc(record.finished_at) if record.finished_at else None,
+        duration=record.duration if record.duration is not None else record.audio_duration,
+        status=HistoryStatus.of(record.status),
+        worker_id=record.worker_id,
+        error=record.error,
+        rtf=record.rtf,
+        language=record.language,
+        attempts=record.attempts,
+    )
+
+
+def append_jsonl(path: Path, entry: HistoryEntry) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    line = (entry.line() + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -56,7 +81,7 @@ def append_jsonl(path: Path, entry: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def record(conn: redis.Redis, path: Path, task: TaskRecord, keep: int) -> dict[str, Any]:
+def record(conn: redis.Redis, path: Path, task: TaskRecord, keep: int) -> HistoryEntry:
     """Add one finished task to both stores; the JSONL line is written first (it is the backup).
 
     A line that cannot be written (disk full) is logged as an error and counted in /stats
@@ -70,14 +95,19 @@ def record(conn: redis.Redis, path: Path, task: TaskRecord, keep: int) -> dict[s
         stats.record_history_error(conn)
         logger.error(f"task={task.task_id} history line NOT written to {path}: {exc}")
     with conn.pipeline() as pipe:
-        pipe.lpush(HISTORY_KEY, json.dumps(entry, ensure_ascii=False))
+        pipe.lpush(HISTORY_KEY, entry.line())
         pipe.ltrim(HISTORY_KEY, 0, keep - 1)
         pipe.execute()
     return entry
 
 
-def latest(conn: redis.Redis, limit: int) -> list[dict[str, Any]]:
-    return [json.loads(raw) for raw in conn.lrange(HISTORY_KEY, 0, limit - 1)]
+def latest(conn: redis.Redis, limit: int) -> list[HistoryEntry]:
+    """The newest `limit` entries, newest first."""
+    return [HistoryEntry.model_validate_json(raw) for raw in conn.lrange(HISTORY_KEY, 0, limit - 1)]
+
+
+def count(conn: redis.Redis) -> int:
+    return int(conn.llen(HISTORY_KEY))
 
 
 def remove(conn: redis.Redis, task_id: str) -> int:

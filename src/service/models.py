@@ -1,0 +1,128 @@
+"""What the use cases take and return: typed, and free of HTTP.
+
+The API's response models (src/api/models.py) extend these with what only HTTP knows: the URLs
+the router builds, and the examples Swagger shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+from pydantic import BaseModel, Field
+
+from src.records.task_store import TaskRecord
+from src.results.history import HistoryEntry
+from src.vocabulary import TaskStatus
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    """One upload as the client sent it; hotwords already parsed and checked by the API."""
+
+    upload: BinaryIO
+    filename: str | None
+    language: str
+    batch_size: int
+    hotwords: list[str]
+
+
+class Queued(BaseModel):
+    """A task waiting for a worker (submit, retry): where it stands and how long it should take."""
+
+    task_id: str = Field(description="`YYYY-MM-DD_NNN_<random>`; use it to poll the result")
+    status: TaskStatus = TaskStatus.QUEUED
+    position: int | None = Field(
+        None, description="1-based place in the queue (1 = next); null once a worker has it"
+    )
+    estimated_wait: int = Field(
+        description="seconds until the result is expected, from observed processing speed"
+    )
+
+
+class Submitted(Queued):
+    """`Queued`, plus what the access log line names: the upload's display name and size."""
+
+    filename: str = Field(exclude=True)
+    size: int = Field(exclude=True)
+
+    def log_line(self) -> str:
+        return (
+            f"task={self.task_id} file={self.filename} size={self.size / 1e6:.2f}MB "
+            f"status={self.status.value}"
+        )
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """A task's record and, while it waits, its place in the queue."""
+
+    record: TaskRecord
+    position: int | None = None
+
+
+class Deleted(BaseModel):
+    task_id: str
+    deleted: bool = True
+    recording_deleted: bool
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A stored upload to send back: its path, and the name the client should save it under."""
+
+    path: Path
+    download_name: str
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    total: int
+    entries: list[HistoryEntry]
+
+
+class WorkerInfo(BaseModel):
+    """A worker's readiness beacon as /health shows it."""
+
+    name: str
+    device: str | None = None
+    models: dict[str, str] = Field(default_factory=dict, description="the engine's models by role")
+    model_loaded: bool = True
+    current_task: str | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ready", "unavailable"] = "unavailable"
+    model_loaded: bool = Field(False, description="at least one worker has its model loaded")
+    redis_connected: bool = False
+    workers_active: int = 0
+    uptime: str = Field(description="API uptime, human-readable")
+    uptime_seconds: float = 0
+    workers: list[WorkerInfo] = []
+    error: str | None = None
+
+
+class QueueFigures(BaseModel):
+    queued: int
+    processing: int
+    failed: int
+    workers: int
+    workers_busy: int
+
+
+class ServiceStats(BaseModel):
+    submitted: int
+    done: int
+    failed: int
+    audio_seconds: float = Field(description="total audio transcribed, seconds")
+    processing_seconds: float
+    mean_rtf: float | None = Field(None, description="processing_seconds / audio_seconds")
+    uptime: str
+    uptime_seconds: float
+    workers_active: int
+    recordings: int
+    storage_bytes: int = Field(description="recordings + logs on disk")
+    history_write_errors: int = Field(
+        0, description="finished tasks whose JSONL history line could not be written (disk full)"
+    )

@@ -1,0 +1,83 @@
+"""The service's own state: readiness, queue figures, recent history, counters."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import redis
+import redis.asyncio
+from rq import Queue
+
+from src.config import Settings
+from src.queue import job_queue
+from src.records.redis_client import READY_WORKERS_KEY, REDIS_ERRORS, worker_key
+from src.results import history, stats
+from src.service.models import Health, HistoryPage, QueueFigures, ServiceStats, WorkerInfo
+from src.uploads import recordings
+
+
+def uptime_text(seconds: float) -> str:
+    minutes, _ = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days} day{'s' * (days != 1)} {hours} hour{'s' * (hours != 1)}"
+    if hours:
+        return f"{hours} hour{'s' * (hours != 1)} {minutes} minute{'s' * (minutes != 1)}"
+    return f"{minutes} minute{'s' * (minutes != 1)}"
+
+
+async def health(aconn: redis.asyncio.Redis, started: float) -> Health:
+    """Readiness from the workers' beacons: `status` is "ready" or "unavailable" (the API turns
+    the latter into its status code). Async on purpose: during an upload burst every thread of
+    the pool may be busy with submissions, and a probe must not queue behind them."""
+    up = time.time() - started
+    body = Health(uptime=uptime_text(up), uptime_seconds=round(up, 1))
+    try:
+        await aconn.ping()
+        body.redis_connected = True
+        names = await aconn.zrange(READY_WORKERS_KEY, 0, -1)
+        raw = await aconn.mget([worker_key(n.decode()) for n in names]) if names else []
+    except (*REDIS_ERRORS, TimeoutError, OSError):
+        body.error = "Redis is unreachable"
+        return body
+
+    body.workers = [WorkerInfo.model_validate(json.loads(r)) for r in raw if r]
+    body.workers_active = len(body.workers)
+    body.model_loaded = bool(body.workers)
+    if not body.workers:
+        body.error = "Models are still loading..."
+        return body
+    body.status = "ready"
+    return body
+
+
+def queue_figures(conn: redis.Redis, queue: Queue) -> QueueFigures:
+    return QueueFigures(**job_queue.queue_status(conn, queue))
+
+
+def history_page(conn: redis.Redis, limit: int) -> HistoryPage:
+    return HistoryPage(total=history.count(conn), entries=history.latest(conn, limit))
+
+
+def service_stats(conn: redis.Redis, settings: Settings, started: float) -> ServiceStats:
+    values = stats.read(conn)
+    audio = values.get("audio_seconds", 0.0)
+    processing = values.get("processing_seconds", 0.0)
+    up = time.time() - started
+    return ServiceStats(
+        submitted=int(values.get("submitted", 0)),
+        done=int(values.get("done", 0)),
+        failed=int(values.get("failed", 0)),
+        audio_seconds=round(audio, 3),
+        processing_seconds=round(processing, 3),
+        mean_rtf=round(processing / audio, 4) if audio else None,
+        uptime=uptime_text(up),
+        uptime_seconds=round(up, 1),
+        workers_active=len(job_queue.ready_workers(conn)),
+        recordings=int(conn.zcard(recordings.AUDIO_INDEX_KEY)),
+        storage_bytes=recordings.directory_size(settings.recordings_dir)
+        + recordings.directory_size(settings.logs_dir),
+        history_write_errors=int(values.get("history_write_errors", 0)),
+    )
