@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the whole test suite on a fresh Linux machine: installs what is missing, then ruff, the
-# import contracts (lint-imports) and pytest.
+# import contracts (lint-imports), the type check (mypy) and pytest.
 #
 #   scripts/test.sh [pytest args]
 #
@@ -32,4 +32,5 @@ fi
 uv sync --frozen --extra engine --quiet
 uv run --frozen --no-sync ruff check .
 uv run --frozen --no-sync lint-imports  # the import layers in pyproject.toml [tool.importlinter]
+uv run --frozen --no-sync mypy  # strict type check of src/, configured in pyproject.toml [tool.mypy]
 exec uv run --frozen --no-sync pytest "$@"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Literal, TypedDict
 
 from loguru import logger
 
@@ -19,6 +19,16 @@ from src.config import Settings
 
 LOG_FORMAT = "[{time:YYYY-MM-DD HH:mm:ss}] {level} {message}"
 Role = Literal["api", "worker", "script"]
+
+
+class _FileSinkOptions(TypedDict):
+    """What every log file shares: spelled out so that loguru's typed `add` can check it."""
+
+    format: str
+    rotation: str
+    retention: str
+    encoding: str
+    enqueue: bool
 
 
 class _InterceptHandler(logging.Handler):
@@ -39,7 +49,7 @@ def setup_logging(settings: Settings, role: Role, name: str = "") -> None:
         logger.remove()
     except OSError as exc:  # a full disk must not stop a restart; the old sinks are gone anyway
         sys.stderr.write(f"could not flush the previous log files: {exc}\n")
-    common = {
+    common: _FileSinkOptions = {
         "format": LOG_FORMAT,
         "rotation": settings.log_rotation,
         "retention": settings.log_retention,

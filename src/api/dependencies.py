@@ -36,7 +36,8 @@ def require_api_key(
 
 
 def get_redis(request: Request) -> redis.Redis:
-    return request.app.state.redis
+    conn: redis.Redis = request.app.state.redis  # set by the lifespan in src/api/main.py
+    return conn
 
 
 RedisDep = Annotated[redis.Redis, Depends(get_redis)]

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, TypedDict
 
 import av
 import av.logging
@@ -47,9 +47,15 @@ SUPPORTED_FORMATS: tuple[str, ...] = (
 # `concat` that would open further files or URLs) fails to open, as `not_audio`.
 _DEMUXERS = ("wav", "mp3", "mov", "aac", "flac", "ogg", "matroska")
 _OPEN_OPTIONS = {"format_whitelist": ",".join(_DEMUXERS), "protocol_whitelist": "file"}
+
+
+class _OpenKwargs(TypedDict, total=False):
+    metadata_errors: str
+
+
 # PyAV < 19 decodes tags strictly as UTF-8 at open, so a WAV whose RIFF INFO is in GBK would
 # fail to open; 19 dropped the argument (it always uses surrogateescape).
-_OPEN_KWARGS: dict[str, str] = (
+_OPEN_KWARGS: _OpenKwargs = (
     {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
 )
 
@@ -289,10 +295,12 @@ def _inspect(container: InputContainer, head: bytes) -> tuple[av.AudioStream, Au
     if not audio:
         raise AudioError("not_audio", "The file's audio codec is not supported")
     try:
-        best = container.streams.best("audio")
+        best = container.streams.best("audio")  # an AudioStream or None; typed as any Stream
     except (av.FFmpegError, ValueError):
         best = None
-    stream = best if best is not None and best.codec_context is not None else audio[0]
+    stream = (
+        best if isinstance(best, av.AudioStream) and best.codec_context is not None else audio[0]
+    )
 
     ctx = stream.codec_context
     info = AudioInfo(
@@ -340,7 +348,7 @@ def _is_attached_picture(stream: av.stream.Stream) -> bool:
     return flags is not None and bool(flags & type(flags).attached_pic)
 
 
-def _codec_name(stream: av.AudioStream) -> str:
+def _codec_name(stream: av.stream.Stream) -> str:
     """ "mp3", not the decoder's name "mp3float" (Codec.canonical_name is PyAV >= 15)."""
     codec = stream.codec_context.codec
     return str(getattr(codec, "canonical_name", codec.name))
@@ -369,8 +377,8 @@ def _too_long(duration_s: float | None, max_duration_s: float) -> AudioError:
 
 
 def _metered(
-    packets: Iterable[av.Packet], stream: av.AudioStream, max_duration_s: float
-) -> Iterator[av.Packet]:
+    packets: Iterable[av.Packet[av.AudioStream]], stream: av.AudioStream, max_duration_s: float
+) -> Iterator[av.Packet[av.AudioStream]]:
     """Pass packets through, raising "too_long" once their durations add up past the limit.
 
     Demuxing without decoding costs ~2 us a packet (0.2-0.6 s an hour of audio), so the length
@@ -400,7 +408,7 @@ def _metered(
         yield packet
 
 
-def _drain(packets: Iterator[av.Packet]) -> None:
+def _drain(packets: Iterator[av.Packet[av.AudioStream]]) -> None:
     """Read the rest of the packets (a `_metered` iterator enforces the limit as it goes)."""
     try:
         for _ in packets:
@@ -454,7 +462,7 @@ def _decode(
     *,
     first_frame_only: bool,
     keep: bool = True,
-    demuxed: Iterable[av.Packet] | None = None,
+    demuxed: Iterable[av.Packet[av.AudioStream]] | None = None,
 ) -> np.ndarray:
     """Demux + decode + resample to 16 kHz mono float32, enforcing limits and integrity.
 
@@ -471,12 +479,14 @@ def _decode(
     layout_key: tuple[str, str, int] | None = None
     packets = bad_packets = 0
 
-    def take(frames: list[av.AudioFrame]) -> None:
+    def take(frames: Iterable[av.AudioFrame | None]) -> None:
         for frame in frames:
             if frame is None or frame.samples == 0:  # passthrough flush yields [None]
                 continue
             # One packed float plane; cheaper than to_ndarray (which vstacks planes).
-            out.append(np.frombuffer(frame.planes[0], dtype=np.float32, count=frame.samples))
+            # memoryview: numpy's types for Python 3.11 do not know PyAV's buffer protocol.
+            plane = memoryview(frame.planes[0])
+            out.append(np.frombuffer(plane, dtype=np.float32, count=frame.samples))
             if max_duration_s is not None and out.size > max_duration_s * SAMPLE_RATE:
                 out.release()
                 raise _too_long(None, max_duration_s)
@@ -499,7 +509,7 @@ def _decode(
                         raise _too_long(None, max_duration_s)
                     continue
                 key = (frame.format.name, frame.layout.name, frame.sample_rate)
-                if key != layout_key:
+                if resampler is None or key != layout_key:
                     # Rate or channels changed mid-stream (HE-AAC, joined MP3s): the resampler
                     # only accepts its first frame's layout, so drain it and start a new one.
                     if resampler is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from typing import cast
 
 import redis
 from rq import Queue, Worker
@@ -21,6 +22,7 @@ from src.records.redis_client import (
     CLAIMERS_KEY,
     READY_WORKERS_KEY,
     claimed_key,
+    decoded,
     task_key,
     worker_key,
 )
@@ -101,7 +103,9 @@ def withdraw_readiness(conn: redis.Redis, name: str) -> None:
 
 def ready_workers(conn: redis.Redis) -> list[str]:
     """Names of workers whose readiness beacon (model loaded) has not expired."""
-    names = [raw.decode() for raw in conn.zrange(READY_WORKERS_KEY, 0, -1)]
+    # Without WITHSCORES the reply holds members only (redis-py's type also allows pairs).
+    members = cast("list[bytes | str]", conn.zrange(READY_WORKERS_KEY, 0, -1))
+    names = [decoded(raw) for raw in members]
     beacons = conn.mget([worker_key(name) for name in names]) if names else []
     return [name for name, beacon in zip(names, beacons, strict=True) if beacon]
 
@@ -144,7 +148,7 @@ def estimated_wait(
 def refresh_backlog(conn: redis.Redis, queue: Queue) -> dict[str, float]:
     """Count the audio waiting in the queue, for the wait estimate; one sweeper at a time runs
     it every few seconds, so a submit never reads the whole queue."""
-    ids = [raw.decode() for raw in conn.lrange(queue.key, 0, -1)]
+    ids = [decoded(raw) for raw in conn.lrange(queue.key, 0, -1)]
     raws = conn.mget([task_key(i) for i in ids]) if ids else []
     known = [json.loads(raw).get("audio_duration") for raw in raws if raw]
     durations = [float(d) for d in known if d is not None]
@@ -186,7 +190,7 @@ return claimed
 
 def peek(queue: Queue, count: int) -> list[str]:
     """The ids of the next `count` queued jobs, without taking them."""
-    return [raw.decode() for raw in queue.connection.lrange(queue.key, 0, count - 1)]
+    return [decoded(raw) for raw in queue.connection.lrange(queue.key, 0, count - 1)]
 
 
 def claim(conn: redis.Redis, queue: Queue, worker: str, job_ids: list[str]) -> list[str]:
@@ -199,7 +203,7 @@ def claim(conn: redis.Redis, queue: Queue, worker: str, job_ids: list[str]) -> l
 
 def claimed(conn: redis.Redis, worker: str) -> list[str]:
     """Jobs `worker` claimed for a batch and has not started yet, oldest first."""
-    return [raw.decode() for raw in conn.lrange(claimed_key(worker), 0, -1)]
+    return [decoded(raw) for raw in conn.lrange(claimed_key(worker), 0, -1)]
 
 
 def unclaim(conn: redis.Redis, worker: str, job_id: str) -> bool:
@@ -208,7 +212,7 @@ def unclaim(conn: redis.Redis, worker: str, job_id: str) -> bool:
 
 def claimers(conn: redis.Redis) -> list[str]:
     """Workers that have claimed batch jobs (some may have finished them since)."""
-    return sorted(raw.decode() for raw in conn.smembers(CLAIMERS_KEY))
+    return sorted(decoded(raw) for raw in conn.smembers(CLAIMERS_KEY))
 
 
 def return_claimed(conn: redis.Redis, queue: Queue, worker: str) -> list[str]:

@@ -25,9 +25,11 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 import redis
 from loguru import logger
@@ -42,6 +44,7 @@ from src.records import task_store
 from src.records.redis_client import (
     DEATHS_KEY,
     REDIS_OUTAGE_KEY,
+    decoded,
     execution_owner_key,
     worker_key,
 )
@@ -108,7 +111,7 @@ def _rq_registration(conn: redis.Redis, name: str) -> dict[str, str] | None:
     fields = conn.hgetall(RQ_WORKER_PREFIX + name)
     if not fields:
         return None
-    info = {k.decode(): v.decode() for k, v in fields.items()}
+    info = {decoded(k): decoded(v) for k, v in fields.items()}
     return None if "death" in info else info
 
 
@@ -128,7 +131,9 @@ def owner_alive(conn: redis.Redis, owner: Owner) -> bool:
 def worker_alive(conn: redis.Redis, name: str) -> bool:
     """Whether some process of this name lives (for batch claims, which are kept by name)."""
     beacon = _beacon(conn, name)
-    info: dict[str, object] | None = beacon if beacon is not None else _rq_registration(conn, name)
+    info: Mapping[str, object] | None = (
+        beacon if beacon is not None else _rq_registration(conn, name)
+    )
     if info is None:
         return False
     if info.get("hostname") == socket.gethostname():
@@ -167,9 +172,12 @@ def _innocent_reason(
     A job that kills every worker it meets leaves a trail of deaths all on itself; workers
     dying around the same time on other jobs point at something else."""
     now = time.time()
-    recent = conn.zrangebyscore(DEATHS_KEY, now - CORRELATED_DEATHS_S, "+inf")
+    # Without WITHSCORES the reply holds members only (redis-py's type also allows pairs).
+    recent = cast(
+        "list[bytes | str]", conn.zrangebyscore(DEATHS_KEY, now - CORRELATED_DEATHS_S, "+inf")
+    )
     for raw in recent:
-        incarnation, _, other_job = raw.decode().partition("|")
+        incarnation, _, other_job = decoded(raw).partition("|")
         if incarnation != owner.incarnation and other_job != job_id:
             return "other workers died at the same time"
     since = started.timestamp() if started else now

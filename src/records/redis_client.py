@@ -49,6 +49,13 @@ REDIS_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+def decoded(raw: bytes | str) -> str:
+    """One reply item as text. The service's connections leave replies as bytes (no
+    decode_responses), while redis-py types every item `bytes | str`, the str for connections
+    that decode."""
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
 def task_key(task_id: str) -> str:
     return f"{KEY_PREFIX}:task:{task_id}"
 

@@ -16,7 +16,7 @@ import redis
 from loguru import logger
 from pydantic import BaseModel
 
-from src.records.redis_client import HISTORY_KEY
+from src.records.redis_client import HISTORY_KEY, decoded
 from src.records.task_store import TaskRecord
 from src.results import stats
 from src.vocabulary import HistoryStatus
@@ -113,7 +113,7 @@ def count(conn: redis.Redis) -> int:
 def remove(conn: redis.Redis, task_id: str) -> int:
     """Drop a deleted task from the Redis list (the JSONL file stays an append-only record)."""
     removed = 0
-    for raw in conn.lrange(HISTORY_KEY, 0, -1):
-        if json.loads(raw).get("task_id") == task_id:
-            removed += conn.lrem(HISTORY_KEY, 0, raw)
+    for line in map(decoded, conn.lrange(HISTORY_KEY, 0, -1)):
+        if json.loads(line).get("task_id") == task_id:
+            removed += conn.lrem(HISTORY_KEY, 0, line)
     return removed

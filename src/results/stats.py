@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from src.records.redis_client import JOB_SECONDS_KEY, STATS_KEY
+from src.records.redis_client import JOB_SECONDS_KEY, STATS_KEY, decoded
 
 # Recent jobs whose worker time the wait estimate averages.
 JOB_SECONDS_KEPT = 100
@@ -43,7 +43,7 @@ def record_job(conn: redis.Redis, busy_seconds: float, audio_seconds: float) -> 
 def recent_throughput(conn: redis.Redis) -> tuple[float, float] | None:
     """(worker seconds per job, worker seconds per audio second) over the last
     JOB_SECONDS_KEPT jobs; None before any job finished."""
-    pairs = [raw.decode().split(":") for raw in conn.lrange(JOB_SECONDS_KEY, 0, -1)]
+    pairs = [decoded(raw).split(":") for raw in conn.lrange(JOB_SECONDS_KEY, 0, -1)]
     if not pairs:
         return None
     busy = sum(float(b) for b, _ in pairs)
