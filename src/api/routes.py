@@ -100,7 +100,7 @@ async def submit(
             f"capped at {MAX_HOTWORDS} in all, the file's first; the result lists those applied"
         ),
     ] = None,
-) -> dict[str, Any]:
+) -> SubmitResponse:
     form = await request.form()  # already parsed by FastAPI: this is its cached copy
     repeated = {name: n for name in SUBMIT_FIELDS if (n := len(form.getlist(name))) > 1}
     if repeated:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import cast
 
 import redis
 import redis.asyncio
@@ -11,10 +12,19 @@ from rq import Queue
 
 from src.config import Settings
 from src.queue import job_queue
-from src.records.redis_client import READY_WORKERS_KEY, REDIS_ERRORS, worker_key
+from src.records.redis_client import (
+    AUDIO_INDEX_KEY,
+    READY_WORKERS_KEY,
+    REDIS_ERRORS,
+    decoded,
+    worker_key,
+)
 from src.results import history, stats
 from src.service.models import Health, HistoryPage, QueueFigures, ServiceStats, WorkerInfo
 from src.uploads import recordings
+
+# What an unreachable Redis raises in the async client, socket errors included.
+UNREACHABLE: tuple[type[Exception], ...] = (*REDIS_ERRORS, TimeoutError, OSError)
 
 
 def uptime_text(seconds: float) -> str:
@@ -37,9 +47,10 @@ async def health(aconn: redis.asyncio.Redis, started: float) -> Health:
     try:
         await aconn.ping()
         body.redis_connected = True
-        names = await aconn.zrange(READY_WORKERS_KEY, 0, -1)
-        raw = await aconn.mget([worker_key(n.decode()) for n in names]) if names else []
-    except (*REDIS_ERRORS, TimeoutError, OSError):
+        # Without WITHSCORES the reply holds members only.
+        names = cast("list[bytes | str]", await aconn.zrange(READY_WORKERS_KEY, 0, -1))
+        raw = await aconn.mget([worker_key(decoded(n)) for n in names]) if names else []
+    except UNREACHABLE:
         body.error = "Redis is unreachable"
         return body
 
@@ -76,7 +87,7 @@ def service_stats(conn: redis.Redis, settings: Settings, started: float) -> Serv
         uptime=uptime_text(up),
         uptime_seconds=round(up, 1),
         workers_active=len(job_queue.ready_workers(conn)),
-        recordings=int(conn.zcard(recordings.AUDIO_INDEX_KEY)),
+        recordings=int(conn.zcard(AUDIO_INDEX_KEY)),
         storage_bytes=recordings.directory_size(settings.recordings_dir)
         + recordings.directory_size(settings.logs_dir),
         history_write_errors=int(values.get("history_write_errors", 0)),

@@ -45,14 +45,16 @@ class RecordingMissingError(FileNotFoundError):
 
 
 def _progress_writer(conn: redis.Redis, task_id: str, name: str) -> ProgressFn:
-    last = {"stage": None, "pct": -PROGRESS_STEP}
+    last_stage: Stage | None = None
+    last_pct = -PROGRESS_STEP
 
     def report(stage: Stage, fraction: float) -> None:
+        nonlocal last_stage, last_pct
         # Never backwards, even when an out-of-memory retry starts the stages again.
-        pct = max(1, min(99, int(fraction * 100)), int(last["pct"]))
-        if stage.value == last["stage"] and pct - last["pct"] < PROGRESS_STEP:
+        pct = max(1, min(99, int(fraction * 100)), last_pct)
+        if stage == last_stage and pct - last_pct < PROGRESS_STEP:
             return
-        last.update(stage=stage.value, pct=pct)
+        last_stage, last_pct = stage, pct
         task_store.update(conn, task_id, progress=pct, stage=stage.value)
         logger.debug(f"{name} task={task_id} stage={stage.value} progress={pct}")
 
@@ -203,7 +205,9 @@ def process_task(task_id: str) -> dict[str, Any]:
     return {"text": result.text, "duration": result.duration, "rtf": result.rtf}
 
 
-def describe_failure(exc_type: type[BaseException], exc: BaseException, timeout: int | None) -> str:
+def describe_failure(
+    exc_type: type[BaseException], exc: BaseException, timeout: float | None
+) -> str:
     """A message for the client: what went wrong, without paths or tracebacks."""
     if isinstance(exc, EngineError) and isinstance(exc.__cause__, JobTimeoutException):
         exc_type = JobTimeoutException  # the timeout fired inside the engine and was wrapped

@@ -46,6 +46,7 @@ from src.records import task_store
 from src.records.redis_client import (
     REDIS_ERRORS,
     api_connection,
+    decoded,
     execution_owner_key,
     worker_connection,
 )
@@ -210,7 +211,7 @@ def clear_stale_registration(conn: redis.Redis, name: str) -> None:
     key = ASRWorker.redis_worker_namespace_prefix + name
     if not conn.exists(key):
         return
-    info = {k.decode(): v.decode() for k, v in conn.hgetall(key).items()}
+    info = {decoded(k): decoded(v) for k, v in conn.hgetall(key).items()}
     if info.get("hostname") != socket.gethostname() or "death" in info:
         if "death" in info:
             conn.delete(key)

@@ -104,7 +104,7 @@ def restart_delay(quick_exits: int) -> float:
     """
     if quick_exits <= 1:
         return 0.0
-    return min(FIRST_BACKOFF_S * 2 ** (quick_exits - 2), MAX_BACKOFF_S)
+    return min(FIRST_BACKOFF_S * 2.0 ** (quick_exits - 2), MAX_BACKOFF_S)
 
 
 def next_quick_exits(quick_exits: int, lived: float, status: int) -> int:
@@ -309,7 +309,8 @@ def import_engine(engine_spec: str) -> WorkerMain:
         importlib.import_module(name)
     loaded = ", ".join([engine.__name__, *heavy])
     logger.info(f"imported {loaded} in {time.perf_counter() - started:.1f}s")
-    return importlib.import_module("src.worker.process").main
+    worker_main: WorkerMain = importlib.import_module("src.worker.process").main
+    return worker_main
 
 
 def positive(value: str) -> int:
