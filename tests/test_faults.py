@@ -16,7 +16,6 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -34,15 +33,9 @@ from tests.support.fixtures import (
     wait_status,
 )
 from tests.support.processes import ROOT, wait_for
+from tests.support.reliability import record
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("stop_workers")]
-
-
-def record(fault: str, **figures: Any) -> None:
-    path = os.environ.get("RELIABILITY_LOG")
-    if path:
-        with open(path, "a") as fh:
-            fh.write(json.dumps({"fault": fault, **figures}) + "\n")
 
 
 def test_sigkilled_worker_job_is_rerun_and_finished(fenv: Env, long_clip: Path):

@@ -25,11 +25,17 @@ from src.config import Settings
 from src.records import task_store
 from tests.support.audio_samples import SPEECH_WAV, read_wav, write_wav
 from tests.support.fixtures import history_lines, make_settings, submit, wait_status
-from tests.support.processes import ApiProcess, RedisServer, WorkerProcess, service_env, wait_for
+from tests.support.processes import (
+    ROOT,
+    ApiProcess,
+    RedisServer,
+    WorkerProcess,
+    service_env,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
 NO_ASR = ROOT / "tests" / "support" / "no_asr"
 DELAY_S = 0.4  # per second of audio: the 10 s fixture takes ~4 s, long enough to kill mid-job
 

@@ -28,18 +28,12 @@ from src.worker.supervisor import Slot
 from tests.support.audio_samples import SPEECH_WAV
 from tests.support.fixtures import Env, history_lines, submit, wait_status
 from tests.support.processes import ROOT, wait_for
+from tests.support.reliability import record
 from tests.support.tiny_models import ModelDirs
 
 
 def parent_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().split()[3])
-
-
-def record(fault: str, **figures: Any) -> None:
-    path = os.environ.get("RELIABILITY_LOG")
-    if path:
-        with open(path, "a") as fh:
-            fh.write(json.dumps({"fault": fault, **figures}) + "\n")
 
 
 # --- pure helpers ---------------------------------------------------------------------------------

@@ -32,8 +32,8 @@ from tests.support.fixtures import (
     wait_status,
 )
 from tests.support.processes import WorkerProcess, wait_for
+from tests.support.reliability import record
 from tests.support.tiny_models import ModelDirs
-from tests.test_faults import record
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("stop_workers")]
 
