@@ -4,18 +4,17 @@ Each row goes through the real ASGI app and a real Redis and must get the right 
 with an `error` that says what is wrong (no traceback, no server path, no Redis detail), and leave
 nothing behind: no recording (nor a `.part` file), no task, no RQ job, no index entry. The size cap
 is also checked against a real uvicorn server fed a chunked body that never ends. Client file names
-are accepted but never reach the disk; what the API echoes is sanitised.
+are accepted but never reach the disk; what the API echoes is sanitised. Slow clients against a
+real server: tests/system/test_slow_clients.py.
 
 `report/RELIABILITY.md` cites these rows. The retry of a task a real worker finished is
-`tests/test_service_e2e.py::test_retry_of_a_done_task_is_409`; here the record is set to done by
-hand.
+`tests/system/test_service_e2e.py::test_retry_of_a_done_task_is_409`; here the record is set to
+done by hand.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import socket
 import time
@@ -37,7 +36,6 @@ from src.api.main import create_app
 from src.asr.hotwords import MAX_HOTWORDS
 from src.config import Settings
 from src.records import task_store
-from src.records.redis_client import AUDIO_INDEX_KEY
 from src.records.task_store import TASK_ID_PATTERN, TaskStatus, utcnow
 from src.service.submit import FULL_CHECK_MAX_BYTES
 from tests.support.audio_samples import (
@@ -48,38 +46,26 @@ from tests.support.audio_samples import (
     make_mp3_without_xing,
 )
 from tests.support.fixtures import make_settings
-from tests.support.processes import ROOT, ApiProcess, RedisServer
+from tests.support.processes import ROOT, ApiProcess, RedisServer, api_env
+from tests.support.uploads import (
+    BOUNDARY,
+    SUBMIT,
+    UNKNOWN_ID,
+    assert_nothing_stored,
+    multipart,
+    multipart_head,
+)
 
-SUBMIT = "/api/v1/asr/submit"
 TASK_ROUTES = [
     ("GET", "/api/v1/asr/result/{}"),
     ("GET", "/api/v1/asr/audio/{}"),
     ("POST", "/api/v1/asr/retry/{}"),
     ("DELETE", "/api/v1/asr/task/{}"),
 ]
-UNKNOWN_ID = "2025-12-01_001_" + "0" * 24
 SUPPORTED = {"wav", "mp3", "m4a", "flac", "ogg"}
 
 
 # --- what every row asserts ----------------------------------------------------------------
-
-
-def assert_nothing_stored(
-    conn: redis.Redis, settings: Settings, allowed: tuple[str, ...] = ("asr:seq:",)
-) -> None:
-    """No recording or partial upload on disk; no task, job, index entry or counter in Redis.
-
-    The day's sequence counter (`asr:seq:<day>`, 3-day TTL) is the only key a rejected upload
-    may leave: the id is allocated before the upload is read.
-    """
-    recordings = settings.recordings_dir
-    assert not recordings.exists() or sorted(p.name for p in recordings.iterdir()) == []
-    assert list(conn.scan_iter("asr:task:*")) == []
-    assert Queue(settings.rq_queue_name, connection=conn).count == 0
-    assert list(conn.scan_iter("rq:job:*")) == []
-    assert conn.zcard(AUDIO_INDEX_KEY) == 0
-    left = {k.decode() for k in conn.scan_iter("*")}
-    assert {k for k in left if not k.startswith(allowed)} == set(), left
 
 
 def deleted_without_trace(conn: redis.Redis, settings: Settings) -> None:
@@ -162,23 +148,6 @@ def upload_bad(kind: str) -> Callable[[Ctx], httpx.Response]:
 
 def with_form(**form: str) -> Callable[[Ctx], httpx.Response]:
     return lambda ctx: upload(ctx, SPEECH_WAV.read_bytes(), **form)
-
-
-BOUNDARY = "b0undary7MA4YWxk"
-
-
-def multipart(filename: bytes, data: bytes, field_name: bytes = b"audio") -> bytes:
-    """One file part, byte for byte as given: the file name goes out unescaped."""
-    return (
-        f"--{BOUNDARY}\r\n".encode()
-        + b'Content-Disposition: form-data; name="'
-        + field_name
-        + b'"; filename="'
-        + filename
-        + b'"\r\nContent-Type: application/octet-stream\r\n\r\n'
-        + data
-        + f"\r\n--{BOUNDARY}--\r\n".encode()
-    )
 
 
 def post_raw(ctx: Ctx, body: bytes, content_type: str) -> httpx.Response:
@@ -846,19 +815,6 @@ def test_hostile_paths_stay_one_bounded_access_log_line(client: TestClient, sett
 CAP = 100_000
 
 
-def api_env(redis_port: int, storage: Path, **settings: str) -> dict[str, str]:
-    """The environment of a uvicorn process: ours, less any service setting, plus these."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ASR_", "RQ_", "REDIS_", "API_", "STORAGE_", "MAX_", "LOG_"))
-    }
-    env.update(
-        REDIS_HOST="127.0.0.1", REDIS_PORT=str(redis_port), STORAGE_PATH=str(storage), **settings
-    )
-    return env
-
-
 @pytest.fixture
 def api_server(redis_server: RedisServer, conn: redis.Redis, tmp_path: Path) -> Iterator[dict]:
     """`uvicorn src.api.main:app` in its own process, configured by the environment alone."""
@@ -872,10 +828,6 @@ def api_server(redis_server: RedisServer, conn: redis.Redis, tmp_path: Path) -> 
         api.stop()
 
 
-def _head() -> bytes:
-    return multipart(b"big.wav", b"")[: -len(f"\r\n--{BOUNDARY}--\r\n")]
-
-
 def test_upload_over_the_cap_is_413_while_streaming(api_server: dict, conn: redis.Redis):
     """httpx streams 16 MiB from a generator with no Content-Length against a 100 KB cap: the 413
     comes back after a fraction of it, and nothing is kept."""
@@ -883,7 +835,7 @@ def test_upload_over_the_cap_is_413_while_streaming(api_server: dict, conn: redi
     sent = {"chunks": 0}
 
     def body() -> Iterator[bytes]:
-        yield _head()
+        yield multipart_head()
         for _ in range(total):
             sent["chunks"] += 1
             yield b"\0" * chunk
@@ -914,7 +866,7 @@ def test_the_413_arrives_before_the_body_ends(api_server: dict, conn: redis.Redi
                 f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n"
             ).encode()
         )
-        head = _head()
+        head = multipart_head()
         sock.sendall(b"%x\r\n%s\r\n" % (len(head), head))
         piece = b"\0" * 16 * 1024
         for _ in range(3 * CAP // len(piece)):
@@ -946,187 +898,6 @@ def test_an_answer_before_the_body_is_read_closes_the_connection(client: TestCli
     assert without.status_code == 404 and "connection" not in without.headers
     read = client.post(SUBMIT, files={"audio": ("a.wav", SPEECH_WAV.read_bytes())})
     assert read.status_code == 200 and "connection" not in read.headers
-
-
-# --- slow clients on a real server ---------------------------------------------------------
-
-HEADER_TIMEOUT = 1.0
-BODY_TIMEOUT = 1.0
-MIN_RATE = 2000  # bytes/s
-
-
-@pytest.fixture
-def guarded_server(redis_server: RedisServer, conn: redis.Redis, tmp_path: Path) -> Iterator[dict]:
-    """uvicorn as scripts/serve.sh runs it, with one-second header and body deadlines."""
-    storage = tmp_path / "storage"
-    env = api_env(
-        redis_server.port,
-        storage,
-        API_HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT),
-        API_BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT),
-        API_BODY_MIN_RATE=str(MIN_RATE),
-    )
-    api = ApiProcess(env, tmp_path / "uvicorn.out").start()
-    try:
-        yield {"api": api, "settings": make_settings(redis_server.port, storage)}
-    finally:
-        api.stop()
-
-
-@dataclass
-class Trickler:
-    """Loopback sockets that each send `opening`, then `drip` every `every` seconds, until the
-    server closes them or `give_up` seconds pass."""
-
-    port: int
-    opening: bytes
-    drip: bytes
-    every: float = 0.1
-    socks: list[socket.socket] = field(default_factory=list)
-    replies: dict[int, bytes] = field(default_factory=dict)
-    closed_after: dict[int, float] = field(default_factory=dict)
-
-    def run(self, count: int, give_up: float) -> None:
-        import selectors
-
-        started = time.monotonic()
-        for _ in range(count):
-            sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
-            sock.setblocking(False)
-            if self.opening:
-                sock.send(self.opening)
-            self.socks.append(sock)
-        sel = selectors.DefaultSelector()
-        for i, sock in enumerate(self.socks):
-            sel.register(sock, selectors.EVENT_READ, i)
-        next_drip = started
-        while len(self.closed_after) < count and time.monotonic() - started < give_up:
-            for key, _ in sel.select(timeout=0.05):
-                i = key.data
-                try:
-                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
-                except (ConnectionResetError, BlockingIOError):
-                    data = b""
-                self.replies[i] = self.replies.get(i, b"") + data
-                if not data:
-                    self.closed_after[i] = time.monotonic() - started
-                    sel.unregister(key.fileobj)
-            if self.drip and time.monotonic() >= next_drip:
-                next_drip += self.every
-                for i, sock in enumerate(self.socks):
-                    if i in self.closed_after:
-                        continue
-                    with contextlib.suppress(OSError):  # closed by the server: read says so
-                        sock.send(self.drip)
-        sel.close()
-        for sock in self.socks:
-            sock.close()
-
-    def all_cut_with_408(self, count: int, within: float) -> list[dict]:
-        """Every connection closed in time after a 408 JSON answer; the answers' bodies."""
-        assert len(self.closed_after) == count, f"{count - len(self.closed_after)} still open"
-        assert max(self.closed_after.values()) < within, max(self.closed_after.values())
-        bodies = []
-        for reply in self.replies.values():
-            head, _, body = reply.partition(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.1 408"), reply[:300]
-            assert b"content-type: application/json" in head.lower()
-            assert b"connection: close" in head.lower()
-            bodies.append(json.loads(body))
-        return bodies
-
-
-def _still_serves(api: ApiProcess) -> None:
-    assert httpx.get(f"{api.url}/api/v1/asr/queue/status", timeout=5).status_code == 200
-
-
-@pytest.mark.slow
-def test_trickled_headers_are_cut_at_the_deadline(guarded_server: dict):
-    """200 connections send a request line, then a header byte every 100 ms, forever: each gets
-    a 408 JSON and is closed about HEADER_TIMEOUT after it opened."""
-    api = guarded_server["api"]
-    slow = Trickler(
-        api.port,
-        opening=b"GET /api/v1/asr/queue/status HTTP/1.1\r\nHost: localhost\r\nX-Slow: ",
-        drip=b"a",
-    )
-    slow.run(count=200, give_up=HEADER_TIMEOUT + 9)
-    for body in slow.all_cut_with_408(200, within=HEADER_TIMEOUT + 3):
-        assert body["error"] == "Request timeout: the headers arrived too slowly"
-    _still_serves(api)
-
-
-@pytest.mark.slow
-def test_silent_and_blank_line_connections_are_cut(guarded_server: dict):
-    """A connection that never sends a byte, and a kept-alive one that only sends the blank lines
-    a parser skips (each cancels uvicorn's keep-alive timer): both closed, without an answer."""
-    api = guarded_server["api"]
-    silent = Trickler(api.port, opening=b"", drip=b"")
-    silent.run(count=20, give_up=HEADER_TIMEOUT + 9)
-    assert len(silent.closed_after) == 20
-    assert max(silent.closed_after.values()) < HEADER_TIMEOUT + 3
-    assert set(silent.replies.values()) == {b""}
-
-    first = b"GET /api/v1/asr/queue/status HTTP/1.1\r\nHost: localhost\r\n\r\n"
-    blank = Trickler(api.port, opening=first, drip=b"\r\n", every=0.2)
-    blank.run(count=5, give_up=HEADER_TIMEOUT + 9)
-    assert len(blank.closed_after) == 5
-    assert max(blank.closed_after.values()) < HEADER_TIMEOUT + 3
-    for reply in blank.replies.values():
-        assert reply.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 408" not in reply
-    _still_serves(api)
-
-
-def _upload_head(length: int) -> bytes:
-    return (
-        f"POST {SUBMIT} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {length}\r\n"
-        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n"
-    ).encode() + _head()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("how", ["trickle", "pause"])
-def test_slow_bodies_get_408_and_nothing_is_kept(guarded_server: dict, conn: redis.Redis, how: str):
-    """100 uploads that declare 200 KB, then either drip 10 bytes per 100 ms (100 B/s, under
-    MIN_RATE) or send 8 KB and stop: each gets a 408 JSON and a closed connection."""
-    api = guarded_server["api"]
-    slow = Trickler(
-        api.port,
-        opening=_upload_head(200_000) + (b"\0" * 8192 if how == "pause" else b""),
-        drip=b"\0" * 10 if how == "trickle" else b"",
-    )
-    slow.run(count=100, give_up=BODY_TIMEOUT + HEADER_TIMEOUT + 9)
-    # trickle: 100 B/s is under MIN_RATE from the first second; pause: no byte for BODY_TIMEOUT
-    for body in slow.all_cut_with_408(100, within=BODY_TIMEOUT + 3):
-        assert body["error"] == "Request timeout: the body arrived too slowly"
-        assert body["min_bytes_per_second"] == MIN_RATE
-    assert_nothing_stored(conn, guarded_server["settings"])
-    _still_serves(api)
-
-
-@pytest.mark.slow
-def test_a_steady_upload_longer_than_the_timeout_goes_through(guarded_server: dict):
-    """A voice note sent at ~20 KB/s (10x MIN_RATE) over ~3 s, three times BODY_TIMEOUT."""
-    api = guarded_server["api"]
-    wav = SPEECH_WAV.read_bytes()
-    step = 2048
-
-    def body() -> Iterator[bytes]:
-        payload = multipart(b"a.wav", wav)
-        for i in range(0, len(payload), step):
-            yield payload[i : i + step]
-            time.sleep(step / 20_000)
-
-    started = time.monotonic()
-    resp = httpx.post(
-        f"{api.url}{SUBMIT}",
-        content=body(),
-        headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
-        timeout=30,
-    )
-    took = time.monotonic() - started
-    assert resp.status_code == 200, resp.text
-    assert took > 2 * BODY_TIMEOUT, took
 
 
 def test_over_long_mp3_over_4mb_without_a_xing_header_is_413(

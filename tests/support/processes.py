@@ -30,6 +30,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().split()[3])
+
+
 def wait_for(
     check: Callable[[], object], timeout: float, interval: float = 0.1, what: str = ""
 ) -> object:
@@ -125,6 +129,19 @@ def service_env(
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)
+    return env
+
+
+def api_env(redis_port: int, storage: Path, **settings: str) -> dict[str, str]:
+    """The environment of a uvicorn process: ours, less any service setting, plus these."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ASR_", "RQ_", "REDIS_", "API_", "STORAGE_", "MAX_", "LOG_"))
+    }
+    env.update(
+        REDIS_HOST="127.0.0.1", REDIS_PORT=str(redis_port), STORAGE_PATH=str(storage), **settings
+    )
     return env
 
 

@@ -3,7 +3,7 @@ name, Redis down while a job ends, a worker started while Redis is down, /health
 restart, a full disk at the worker, log rotation across workers.
 
 Real redis-server processes that are stopped and restarted, real worker processes that are
-SIGKILLed; figures go to $RELIABILITY_LOG like tests/test_faults.py.
+SIGKILLed; figures go to $RELIABILITY_LOG like tests/system/test_faults.py.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ which deaths count towards the poison limit, and the wait estimate.
 
 A job is "started" here by ASRWorker's real prepare_execution / prepare_job_execution (the same
 Redis writes a running worker makes); its owner is a process that has exited. The end-to-end
-versions, with workers SIGKILLed for real, are in tests/test_worker_faults.py.
+versions, with workers SIGKILLed for real, are in tests/system/test_worker_faults.py.
 """
 
 from __future__ import annotations

@@ -1,23 +1,13 @@
-"""The soak (scripts/soak.py): its accounting on made-up runs, and its short version for real.
+"""The soak (scripts/soak.py): its accounting and its fault schedule, on made-up runs.
 
-The short version starts Redis, uvicorn and the real worker supervisor, pushes 100 jobs through
-them while it SIGKILLs busy workers (one of them the only worker), restarts Redis once and takes
-it away once, then checks what a client would see: nothing lost, nothing run twice, and a reason
-for every failure.
+The short soak itself, with real processes, is tests/system/test_soak.py.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections import Counter
-from pathlib import Path
-
-import pytest
 
 from scripts.soak import Kill, Plan, RedisFault, schedule, tally
-from tests.support.processes import ROOT
 
 
 def test_tally_counts_lost_failed_and_twice():
@@ -67,29 +57,3 @@ def test_schedule_has_every_fault_the_plan_asks_for():
         assert kinds["outage"] == plan.outages and kinds["switch"] == 1
         assert [e.at_job for e in events] == sorted(e.at_job for e in events)
         assert max(e.at_job for e in events) < plan.jobs
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_short_soak_loses_nothing_and_runs_nothing_twice(tmp_path: Path):
-    run = subprocess.run(
-        [sys.executable, "-m", "scripts.soak", "--short", "--out", str(tmp_path), "--clean"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=560,
-    )
-    report = tmp_path / "soak.json"
-    assert report.exists(), run.stdout[-3000:] + run.stderr[-3000:]
-    summary = json.loads(report.read_text())
-    out, kills, redis_faults = summary["outcomes"], summary["kills"], summary["redis"]
-    detail = json.dumps({k: summary[k] for k in ("outcomes", "executed_twice")}, indent=1)
-    assert summary["submissions"]["accepted"] == 100
-    assert kills["count"] == 5 and kills["by_kind"].get("lone_kill", 0) >= 1
-    assert redis_faults["restarts"] == 1 and redis_faults["outages"] == 1
-    assert out["lost"] == 0, detail
-    assert summary["executed_twice"]["count"] == 0, detail
-    assert out["failed_unexplained"] == 0, detail
-    assert out["done"] + out["failed"] == 100
-    assert kills["not_restarted"] == 0, kills["records"]
-    assert run.returncode == 0, run.stdout[-3000:]
