@@ -2,10 +2,11 @@
 
 Each row goes through the real ASGI app and a real Redis and must get the right 4xx, a JSON body
 with an `error` that says what is wrong (no traceback, no server path, no Redis detail), and leave
-nothing behind: no recording (nor a `.part` file), no task, no RQ job, no index entry. The size cap
-is also checked against a real uvicorn server fed a chunked body that never ends. Client file names
-are accepted but never reach the disk; what the API echoes is sanitised. Slow clients against a
-real server: tests/system/test_slow_clients.py.
+nothing behind: no recording (nor a `.part` file), no task, no RQ job, no index entry.
+
+Elsewhere: the size cap on a real uvicorn server fed a chunked body that never ends,
+tests/api/test_middleware.py; client file names, which are accepted but never reach the disk,
+tests/api/test_file_names.py; slow clients against a real server, tests/system/test_slow_clients.py.
 
 `report/RELIABILITY.md` cites these rows. The retry of a task a real worker finished is
 `tests/system/test_service_e2e.py::test_retry_of_a_done_task_is_409`; here the record is set to
@@ -16,9 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import time
-import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,14 +44,13 @@ from tests.support.audio_samples import (
     make_mp3_without_xing,
 )
 from tests.support.fixtures import make_settings
-from tests.support.processes import ROOT, ApiProcess, RedisServer, api_env
+from tests.support.processes import ROOT, RedisServer
 from tests.support.uploads import (
     BOUNDARY,
     SUBMIT,
     UNKNOWN_ID,
     assert_nothing_stored,
     multipart,
-    multipart_head,
 )
 
 TASK_ROUTES = [
@@ -732,172 +729,6 @@ def test_valid_ranges_still_work(client: TestClient):
     assert tail.status_code == 206 and tail.content == wav[-5:]
     other_unit = client.get(url, headers={"Range": "items=0-1"})
     assert other_unit.status_code == 200 and other_unit.content == wav
-
-
-# --- client file names ---------------------------------------------------------------------
-
-FILENAMES: dict[str, tuple[bytes, str]] = {
-    # row: (the name as the client sends it, what the API echoes back)
-    "dotdot_unix": (b"../../etc/passwd", "passwd"),
-    "dotdot_windows": (b"..\\..\\Windows\\win.ini", "win.ini"),
-    "absolute": (b"/var/lib/redis/dump.rdb", "dump.rdb"),
-    "only_dotdot": (b"..", "upload"),
-    "dotdot_behind_nul": (b"voice/\x00..", "upload"),
-    "nul": (b"voice\x00.wav", "voice.wav"),
-    # A raw CR LF ends the part's header line: the name is cut there, the rest is a header.
-    "crlf_raw": (b"a\r\nX-Injected: 1.wav", '"a'),
-    "empty": (b"", "upload"),
-    "long_ascii_1000": (b"n" * 996 + b".wav", "n" * 255),
-    "long_cjk_1000": (("长" * 1000).encode(), "长" * 255),
-    "rtl_override": ("\u202egpj.wav".encode(), "gpj.wav"),
-    "zero_width_and_bom": ("\u200b\ufeffvoice\u200d.wav".encode(), "voice.wav"),
-    "emoji_and_combining": ("😀 e\u0301.ogg".encode(), "😀 e\u0301.ogg"),
-    "invalid_utf8": (b"\xff\xfe.wav", "\xff\xfe.wav"),  # read as latin-1
-}
-
-
-@pytest.mark.parametrize("row", sorted(FILENAMES))
-def test_client_file_names_never_reach_the_disk(
-    row: str, client: TestClient, conn: redis.Redis, settings: Settings
-):
-    sent, echoed = FILENAMES[row]
-    resp = client.post(
-        SUBMIT,
-        content=multipart(sent, SPEECH_WAV.read_bytes()),
-        headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
-    )
-    assert resp.status_code == 200, resp.text
-    task_id = resp.json()["task_id"]
-
-    # The stored name is the server's own; nothing else was written anywhere under storage.
-    assert sorted(p.name for p in settings.recordings_dir.iterdir()) == [f"{task_id}.wav"]
-    written = {
-        p.relative_to(settings.storage_path).as_posix()
-        for p in settings.storage_path.rglob("*")
-        if p.is_file() and p.parent != settings.logs_dir
-    }
-    assert written == {f"recordings/{task_id}.wav"}
-
-    name = client.get(f"/api/v1/asr/result/{task_id}").json()["filename"]
-    assert name == echoed
-    assert len(name) <= 255 and "/" not in name and "\\" not in name
-    assert name.strip(". ") and not any(unicodedata.category(c)[0] == "C" for c in name)
-
-    download = client.get(f"/api/v1/asr/audio/{task_id}")
-    assert download.status_code == 200
-    assert download.content == SPEECH_WAV.read_bytes()
-    disposition = download.headers["content-disposition"]
-    assert disposition.startswith("attachment; filename")
-    assert "\r" not in disposition and "\n" not in disposition and "/" not in disposition
-    assert "x-injected" not in {k.lower() for k in download.headers}
-
-
-# --- access log ----------------------------------------------------------------------------
-
-
-def test_hostile_paths_stay_one_bounded_access_log_line(client: TestClient, settings: Settings):
-    from loguru import logger
-
-    forged = "[2025-12-01 00:00:00] INFO POST /api/v1/asr/submit - forged http=200"
-    client.get("/api/v1/asr/result/x%0A" + forged.replace(" ", "%20"))
-    client.get("/api/v1/asr/result/" + "A" * 10_240)
-    logger.complete()
-    lines = (settings.logs_dir / "asr_api.log").read_text(encoding="utf-8").splitlines()
-    assert not [line for line in lines if line.startswith("[2025-12-01")], "a forged log line"
-    access = [line for line in lines if "INFO GET /api/v1/asr/result/" in line]
-    assert len(access) == 2, lines
-    assert "x\\n[2025-12-01" in access[0]  # escaped, on the one line
-    assert max(len(line) for line in access) < 400
-
-
-# --- the size cap on a real server ---------------------------------------------------------
-
-CAP = 100_000
-
-
-@pytest.fixture
-def api_server(redis_server: RedisServer, conn: redis.Redis, tmp_path: Path) -> Iterator[dict]:
-    """`uvicorn src.api.main:app` in its own process, configured by the environment alone."""
-    storage = tmp_path / "storage"
-    env = api_env(redis_server.port, storage, MAX_UPLOAD_BYTES=str(CAP))
-    api = ApiProcess(env, tmp_path / "uvicorn.out").start()
-    try:
-        settings = make_settings(redis_server.port, storage)
-        yield {"port": api.port, "storage": storage, "settings": settings}
-    finally:
-        api.stop()
-
-
-def test_upload_over_the_cap_is_413_while_streaming(api_server: dict, conn: redis.Redis):
-    """httpx streams 16 MiB from a generator with no Content-Length against a 100 KB cap: the 413
-    comes back after a fraction of it, and nothing is kept."""
-    chunk, total = 64 * 1024, 256
-    sent = {"chunks": 0}
-
-    def body() -> Iterator[bytes]:
-        yield multipart_head()
-        for _ in range(total):
-            sent["chunks"] += 1
-            yield b"\0" * chunk
-            time.sleep(0.002)
-        yield f"\r\n--{BOUNDARY}--\r\n".encode()
-
-    resp = httpx.post(
-        f"http://127.0.0.1:{api_server['port']}{SUBMIT}",
-        content=body(),
-        headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
-        timeout=30,
-    )
-    assert "content-length" not in {k.lower() for k in resp.request.headers}
-    assert resp.status_code == 413, resp.text
-    assert resp.json()["error"] == "File too large"
-    assert resp.headers["connection"] == "close"
-    assert sent["chunks"] < total, "the server read the whole body before answering"
-    assert_nothing_stored(conn, api_server["settings"])
-
-
-def test_the_413_arrives_before_the_body_ends(api_server: dict, conn: redis.Redis):
-    """A raw chunked request that never sends its last chunk: a server that waited for the whole
-    body would never answer."""
-    with socket.create_connection(("127.0.0.1", api_server["port"]), timeout=10) as sock:
-        sock.sendall(
-            (
-                f"POST {SUBMIT} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
-                f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n"
-            ).encode()
-        )
-        head = multipart_head()
-        sock.sendall(b"%x\r\n%s\r\n" % (len(head), head))
-        piece = b"\0" * 16 * 1024
-        for _ in range(3 * CAP // len(piece)):
-            try:
-                sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
-            except (BrokenPipeError, ConnectionResetError):
-                break  # the server answered and hung up; the answer is in the receive buffer
-        reply = b""
-        while b'"File too large"' not in reply:
-            data = sock.recv(65536)
-            if not data:
-                break
-            reply += data
-    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
-    assert b'"File too large"' in reply, reply
-    assert_nothing_stored(conn, api_server["settings"])
-
-
-# --- slow clients ---------------------------------------------------------------------------
-
-
-def test_an_answer_before_the_body_is_read_closes_the_connection(client: TestClient):
-    """A route that never reads the body it was sent: the rest of that body must not keep the
-    connection (and a trickler's hold on it) alive, so the answer says `Connection: close`."""
-    with_body = client.post(f"/api/v1/asr/retry/{UNKNOWN_ID}", content=b"x" * 1000)
-    assert with_body.status_code == 404
-    assert with_body.headers["connection"] == "close"
-    without = client.post(f"/api/v1/asr/retry/{UNKNOWN_ID}")
-    assert without.status_code == 404 and "connection" not in without.headers
-    read = client.post(SUBMIT, files={"audio": ("a.wav", SPEECH_WAV.read_bytes())})
-    assert read.status_code == 200 and "connection" not in read.headers
 
 
 def test_over_long_mp3_over_4mb_without_a_xing_header_is_413(
