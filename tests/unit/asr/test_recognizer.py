@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src.asr.models import ModelNotFoundError, resolve_model_dir
 from src.asr.recognizer import SpeechRecognizer, Stage, Transcript
 from src.media.audio import SAMPLE_RATE, AudioError, decode
 from tests.support.audio_samples import (
@@ -164,19 +163,6 @@ def test_a_failing_progress_callback_does_not_fail_recognition(recognizer: Speec
         raise RuntimeError("reporter down")
 
     assert recognizer.recognize(SPEECH_WAV, progress=broken).duration > 0
-
-
-def test_missing_model_names_the_download_script(tmp_path: Path):
-    with pytest.raises(ModelNotFoundError, match=r"scripts/download_models\.py"):
-        resolve_model_dir("iic/not-downloaded", tmp_path, role="ASR")
-
-
-def test_models_resolve_from_a_modelscope_cache_layout(model_dirs: ModelDirs, tmp_path: Path):
-    cache = tmp_path / "hub"
-    target = cache / "models" / "iic" / "tiny-seaco"
-    target.parent.mkdir(parents=True)
-    target.symlink_to(model_dirs.asr)
-    assert resolve_model_dir("iic/tiny-seaco", cache) == target
 
 
 def test_hub_name_loads_offline_from_the_cache(model_dirs: ModelDirs, tmp_path: Path):

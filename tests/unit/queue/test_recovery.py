@@ -1,5 +1,5 @@
 """The abandoned-job sweep against a real Redis and RQ's own bookkeeping: who owns a started job,
-which deaths count towards the poison limit, and the wait estimate.
+and which deaths count towards the poison limit.
 
 A job is "started" here by ASRWorker's real prepare_execution / prepare_job_execution (the same
 Redis writes a running worker makes); its owner is a process that has exited. The end-to-end
@@ -22,25 +22,15 @@ from src.config import Settings
 from src.queue import job_queue, recovery
 from src.queue.recovery import MAX_ABANDONS, Owner
 from src.records import task_store
-from src.records.task_store import TaskRecord, TaskStatus
-from src.results import stats
+from src.records.task_store import TaskStatus
 from src.worker.process import ASRWorker
+from tests.support.records import new_task
 
 
 def dead_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
-
-
-def new_task(conn: redis.Redis, settings: Settings, queue: Queue, n: int = 1) -> str:
-    task_id = f"2026-11-29_{n:03d}_{n:024x}"
-    record = TaskRecord(
-        task_id=task_id, filename="a.wav", file=f"{task_id}.wav", created_at=datetime.now(UTC)
-    )
-    task_store.save(conn, record)
-    job_queue.enqueue_task(queue, task_id, settings)
-    return task_id
 
 
 def start(conn: redis.Redis, queue: Queue, task_id: str, owner: Owner) -> ASRWorker:
@@ -146,29 +136,3 @@ def test_an_owner_that_moved_on_lost_the_jobs_end(conn: redis.Redis, settings: S
     assert StartedJobRegistry(queue=queue).get_job_ids(cleanup=False) == []
     record = task_store.load(conn, finished)
     assert record is not None and record.status == TaskStatus.DONE
-
-
-def test_estimated_wait_follows_the_observed_throughput(conn: redis.Redis, settings: Settings):
-    queue = job_queue.get_queue(conn, settings)
-    assert job_queue.estimated_wait(conn, 3, 1, 15.0) == 3 * job_queue.DEFAULT_JOB_SECONDS
-    # Recent history: one 300 s recording (5 s of worker time), then a batch of four 15 s voice
-    # notes whose pass took 1.3 s (the first job carries it, the others only their bookkeeping).
-    for busy, audio in ((5.0, 300.0), (1.0, 15.0), (0.1, 15.0), (0.1, 15.0), (0.1, 15.0)):
-        stats.record_job(conn, busy, audio)
-    per_job, per_audio_second = stats.recent_throughput(conn)  # type: ignore[misc]
-    assert (round(per_job, 2), round(per_audio_second, 4)) == (1.26, 0.0175)
-    # Ten 15 s voice notes wait; the sweep counts their audio.
-    for n in range(1, 11):
-        task_id = new_task(conn, settings, queue, n)
-        task_store.update(conn, task_id, audio_duration=15.0)
-    assert job_queue.refresh_backlog(conn, queue) == {"jobs": 10, "audio_seconds": 150.0}
-    # The 10th note, 2 workers: 9 notes ahead + its own = 150 s of audio x 0.0175 / 2 = 1.3 s.
-    # A mean per job (1.26 s, inflated by the long recording) would have said 10 x 1.26 / 2.
-    assert job_queue.estimated_wait(conn, 10, 2, 15.0) == 2
-    # A recording whose length the upload check could not tell counts as the queue's mean.
-    task_store.update(conn, new_task(conn, settings, queue, 11), audio_duration=None)
-    assert job_queue.refresh_backlog(conn, queue) == {"jobs": 11, "audio_seconds": 165.0}
-    # Only the most recent jobs count.
-    for _ in range(stats.JOB_SECONDS_KEPT):
-        stats.record_job(conn, 0.5, 10.0)
-    assert stats.recent_throughput(conn) == (0.5, 0.05)
