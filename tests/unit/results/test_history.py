@@ -1,0 +1,121 @@
+"""src/results/history.py: the Redis list of the newest N finished tasks and the JSONL file that
+keeps every one, on the tests' private Redis."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis
+
+from src.records.task_store import TaskRecord
+from src.results import history, stats
+from src.vocabulary import TaskStatus
+
+CREATED = datetime(2026, 11, 29, 8, 0, 0, tzinfo=UTC)
+
+
+def finished(n: int, status: TaskStatus = TaskStatus.DONE, **fields: object) -> TaskRecord:
+    task_id = f"2026-11-29_{n:03d}_{n:024x}"
+    values: dict[str, object] = {
+        "task_id": task_id,
+        "status": status,
+        "filename": f"note {n}.ogg",
+        "file": f"{task_id}.ogg",
+        "created_at": CREATED,
+        "finished_at": datetime(2026, 11, 29, 8, 0, n, tzinfo=UTC),
+        "text": f"第{n}条",
+        "duration": 6.5,
+        "worker_id": "worker-1",
+        "attempts": 1,
+    }
+    values.update(fields)
+    return TaskRecord.model_validate(values)
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_the_list_is_newest_first_and_trimmed_to_the_maximum(conn: redis.Redis, tmp_path: Path):
+    path = tmp_path / "logs" / "asr_history.jsonl"
+    tasks = [finished(n) for n in range(1, 6)]
+    for task in tasks:
+        history.record(conn, path, task, keep=3)
+    latest = history.latest(conn, 10)
+    assert [e.task_id for e in latest] == [t.task_id for t in reversed(tasks[2:])]
+    assert [e.task_id for e in history.latest(conn, 2)] == [tasks[4].task_id, tasks[3].task_id]
+    # The file keeps every task, oldest first.
+    assert [e["task_id"] for e in jsonl(path)] == [t.task_id for t in tasks]
+
+
+def test_an_entry_says_success_or_failed_and_what_a_client_needs(conn: redis.Redis, tmp_path: Path):
+    path = tmp_path / "h.jsonl"
+    done = history.record(conn, path, finished(1), keep=10)
+    failed = history.record(
+        conn,
+        path,
+        finished(2, TaskStatus.FAILED, text=None, duration=None, audio_duration=3.25, error="x"),
+        keep=10,
+    )
+    task_id = finished(1).task_id
+    line = {
+        "task_id": task_id,
+        "file": f"{task_id}.ogg",
+        "filename": "note 1.ogg",
+        "text": "第1条",
+        "created_at": "2026-11-29T08:00:00Z",
+        "finished_at": "2026-11-29T08:00:01Z",
+        "duration": 6.5,
+        "status": "success",
+        "worker_id": "worker-1",
+        "error": None,
+        "rtf": None,
+        "language": "zh",
+        "attempts": 1,
+    }
+    assert done.model_dump(mode="json") == line
+    assert list(jsonl(path)[0]) == list(line)  # the design's order, for jq
+    assert failed.status == "failed" and failed.error == "x"
+    assert failed.text == ""  # no transcript: an empty text, not null
+    assert failed.duration == 3.25  # the upload check's length when recognition gave none
+    assert jsonl(path) == [line, failed.model_dump(mode="json")]
+    assert history.latest(conn, 10) == [failed, done]
+
+
+def test_an_unfinished_task_has_no_finished_at():
+    assert history.entry_for(finished(1, finished_at=None)).finished_at is None
+
+
+def test_the_file_keeps_chinese_text_readable_one_line_per_task(conn: redis.Redis, tmp_path: Path):
+    path = tmp_path / "h.jsonl"
+    history.record(conn, path, finished(1, text="第一行\n第二行"), keep=10)
+    raw = path.read_text(encoding="utf-8")
+    assert raw.count("\n") == 1 and raw.endswith("\n")
+    assert "第一行" in raw and "\\u" not in raw
+
+
+def test_a_history_line_that_cannot_be_written_is_counted_not_raised(
+    conn: redis.Redis, tmp_path: Path
+):
+    """A full disk must not undo a finished task: the Redis list still gets the entry."""
+    blocker = tmp_path / "logs"
+    blocker.write_text("a file where the logs directory should be")
+    task = finished(1)
+    entry = history.record(conn, blocker / "asr_history.jsonl", task, keep=10)
+    assert history.latest(conn, 10) == [entry]
+    assert stats.read(conn)["history_write_errors"] == 1
+    history.record(conn, blocker / "asr_history.jsonl", finished(2), keep=10)
+    assert stats.read(conn)["history_write_errors"] == 2
+
+
+def test_remove_drops_every_entry_of_a_task_from_the_list_only(conn: redis.Redis, tmp_path: Path):
+    path = tmp_path / "h.jsonl"
+    gone, kept = finished(1), finished(2)
+    for task in (gone, kept, gone):  # a retried task has two entries
+        history.record(conn, path, task, keep=10)
+    assert history.remove(conn, gone.task_id) == 2
+    assert [e.task_id for e in history.latest(conn, 10)] == [kept.task_id]
+    assert history.remove(conn, gone.task_id) == 0
+    assert len(jsonl(path)) == 3  # the file is an append-only record
