@@ -1,15 +1,26 @@
-"""src/queue/job_queue.py against a real Redis and RQ: batch claims and the wait estimate."""
+"""src/queue/job_queue.py against a real Redis and RQ: enqueueing by name, positions, worker
+readiness, batch claims and the wait estimate."""
 
 from __future__ import annotations
 
+import json
+import math
+import time
+from pathlib import Path
+
 import redis
 from rq import Queue
+from rq.job import Job
 
 from src.config import Settings
 from src.queue import job_queue
 from src.records import task_store
+from src.records.redis_client import BACKLOG_KEY, READY_WORKERS_KEY, worker_key
 from src.results import stats
+from tests.support.fixtures import make_settings
 from tests.support.records import new_task
+
+TASK_ID = "2026-11-29_001_" + "ab" * 12
 
 
 def test_claim_takes_only_queued_jobs_once_and_return_puts_them_back_in_order(
@@ -59,3 +70,77 @@ def test_estimated_wait_follows_the_observed_throughput(conn: redis.Redis, setti
     for _ in range(stats.JOB_SECONDS_KEPT):
         stats.record_job(conn, 0.5, 10.0)
     assert stats.recent_throughput(conn) == (0.5, 0.05)
+
+
+def test_a_task_is_enqueued_by_name_under_the_task_id(conn: redis.Redis, storage: Path):
+    settings = make_settings(6379, storage, rq_worker_timeout=900, task_ttl_seconds=7200)
+    queue = job_queue.get_queue(conn, settings)
+    job = job_queue.enqueue_task(queue, TASK_ID, settings)
+    stored = Job.fetch(TASK_ID, connection=conn)
+    assert job.id == stored.id == TASK_ID
+    assert stored.func_name == job_queue.JOB_FUNC and stored.args == (TASK_ID,)
+    assert (stored.timeout, stored.result_ttl) == (900, 7200)
+    assert stored.failure_ttl == 86400  # a failure stays a day at least, for /queue/status
+    assert conn.hget(stored.key, "failure_callback_name") == job_queue.FAILURE_CALLBACK.encode()
+    longer = make_settings(6379, storage, task_ttl_seconds=2 * 86400)
+    other = job_queue.enqueue_task(queue, TASK_ID[:-1] + "f", longer)
+    assert Job.fetch(other.id, connection=conn).failure_ttl == 2 * 86400
+
+
+def test_position_counts_from_one_and_ends_when_a_worker_has_the_job(
+    conn: redis.Redis, settings: Settings
+):
+    queue = job_queue.get_queue(conn, settings)
+    ids = [new_task(conn, settings, queue, n) for n in (1, 2, 3)]
+    assert [job_queue.position(queue, i) for i in ids] == [1, 2, 3]
+    assert job_queue.claim(conn, queue, "worker-1", [ids[0]]) == [ids[0]]
+    assert [job_queue.position(queue, i) for i in ids] == [None, 1, 2]
+    assert job_queue.position(queue, "never-queued") is None
+
+
+def test_peek_looks_without_taking(conn: redis.Redis, settings: Settings):
+    queue = job_queue.get_queue(conn, settings)
+    ids = [new_task(conn, settings, queue, n) for n in (1, 2, 3)]
+    assert job_queue.peek(queue, 2) == ids[:2]
+    assert job_queue.peek(queue, 10) == ids
+    assert queue.get_job_ids() == ids
+    assert job_queue.claim(conn, queue, "worker-1", []) == []
+    assert job_queue.claimers(conn) == []
+
+
+def test_only_workers_with_a_live_beacon_are_ready(conn: redis.Redis):
+    job_queue.publish_readiness(conn, "worker-1", '{"name": "worker-1"}', ttl_s=30)
+    job_queue.publish_readiness(conn, "worker-2", '{"name": "worker-2"}', ttl_s=30)
+    assert job_queue.ready_workers(conn) == ["worker-1", "worker-2"]
+    assert 20 < conn.ttl(worker_key("worker-1")) <= 30
+    conn.delete(worker_key("worker-2"))  # its beacon expired: killed, or stuck
+    assert job_queue.ready_workers(conn) == ["worker-1"]
+    job_queue.withdraw_readiness(conn, "worker-1")
+    assert job_queue.ready_workers(conn) == []
+    assert conn.zrange(READY_WORKERS_KEY, 0, -1) == [b"worker-2"]
+
+
+def test_names_not_seen_for_a_minute_leave_the_index(conn: redis.Redis):
+    conn.zadd(READY_WORKERS_KEY, {"worker-gone": time.time() - 61, "worker-quiet": time.time()})
+    job_queue.publish_readiness(conn, "worker-1", "{}", ttl_s=30)
+    assert sorted(conn.zrange(READY_WORKERS_KEY, 0, -1)) == [b"worker-1", b"worker-quiet"]
+
+
+def test_before_any_job_finished_the_estimate_is_the_default_per_job(conn: redis.Redis):
+    seconds = job_queue.DEFAULT_JOB_SECONDS
+    assert job_queue.estimated_wait(conn, 1, 1, None) == seconds
+    assert job_queue.estimated_wait(conn, 3, 2, 15.0) == math.ceil(3 * seconds / 2)
+    assert job_queue.estimated_wait(conn, 3, 0, None) == 3 * seconds  # no worker: as if one
+
+
+def test_until_the_queue_is_counted_the_jobs_ahead_are_taken_to_be_like_this_one(
+    conn: redis.Redis,
+):
+    stats.record_job(conn, 2.0, 20.0)  # 2 s per job, 0.1 s per second of audio
+    # Two jobs ahead of a 30 s clip: 3 x 30 s of audio x 0.1 = 9 s.
+    assert job_queue.estimated_wait(conn, 3, 1, 30.0) == 9
+    # A clip of unknown length: by jobs instead, 3 x 2 s.
+    assert job_queue.estimated_wait(conn, 3, 1, None) == 6
+    # Once counted, the queue's own mean is used for the jobs ahead: 2 x 5 s + 30 s of audio.
+    conn.set(BACKLOG_KEY, json.dumps({"jobs": 4, "audio_seconds": 20.0}))
+    assert job_queue.estimated_wait(conn, 3, 1, 30.0) == 4
