@@ -1,5 +1,6 @@
 """The abandoned-job sweep against a real Redis and RQ's own bookkeeping: who owns a started job,
-and which deaths count towards the poison limit.
+and which deaths count towards the poison limit; then what recovery does with a stopped worker's
+batch and how it fails a task.
 
 A job is "started" here by ASRWorker's real prepare_execution / prepare_job_execution (the same
 Redis writes a running worker makes); its owner is a process that has exited. The end-to-end
@@ -9,9 +10,11 @@ versions, with workers SIGKILLed for real, are in tests/system/test_worker_fault
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import redis
 from rq import Queue
@@ -22,8 +25,13 @@ from src.config import Settings
 from src.queue import job_queue, recovery
 from src.queue.recovery import MAX_ABANDONS, Owner
 from src.records import task_store
+from src.records.redis_client import AUDIO_PINNED_KEY, task_key
 from src.records.task_store import TaskStatus
+from src.results import history, stats
+from src.uploads import recordings
+from src.vocabulary import Stage
 from src.worker.process import ASRWorker
+from tests.support.processes import wait_for
 from tests.support.records import new_task
 
 
@@ -136,3 +144,67 @@ def test_an_owner_that_moved_on_lost_the_jobs_end(conn: redis.Redis, settings: S
     assert StartedJobRegistry(queue=queue).get_job_ids(cleanup=False) == []
     record = task_store.load(conn, finished)
     assert record is not None and record.status == TaskStatus.DONE
+
+
+def test_an_owner_survives_its_json_and_each_process_is_a_new_incarnation():
+    owner = Owner(name="worker-1", pid=4321, hostname="gpu-box")
+    assert Owner.from_json(owner.to_json()) == owner
+    assert Owner.from_json(owner.to_json().encode()) == owner
+    assert Owner(name="worker-1").incarnation != Owner(name="worker-1").incarnation
+
+
+def test_pid_alive_tells_a_running_process_from_a_gone_or_zombie_one():
+    assert recovery.pid_alive(os.getpid())
+    assert not recovery.pid_alive(dead_pid())
+    assert not recovery.pid_alive(0) and not recovery.pid_alive(-1)
+    zombie = subprocess.Popen(["true"])  # exits at once; not reaped until wait()
+    stat = Path(f"/proc/{zombie.pid}/stat")
+    try:
+        wait_for(lambda: stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", 10, 0.01, "exit")
+        assert not recovery.pid_alive(zombie.pid)
+    finally:
+        zombie.wait()
+
+
+def test_a_stopped_workers_unstarted_batch_goes_back_as_queued(
+    conn: redis.Redis, settings: Settings
+):
+    queue = job_queue.get_queue(conn, settings)
+    ids = [new_task(conn, settings, queue, n) for n in (1, 2, 3)]
+    assert job_queue.claim(conn, queue, "worker-1", ids[:2]) == ids[:2]
+    for task_id in ids[:2]:
+        task_store.update(conn, task_id, status=TaskStatus.PROCESSING, stage="decode", progress=5)
+    assert recovery.return_claimed(conn, queue, "worker-1") == ids[:2]
+    assert queue.get_job_ids() == ids
+    for task_id in ids[:2]:
+        record = task_store.load(conn, task_id)
+        assert record is not None
+        assert (record.status, record.stage, record.progress) == (
+            TaskStatus.QUEUED,
+            Stage.REQUEUED,
+            0,
+        )
+    assert recovery.return_claimed(conn, queue, "worker-1") == []
+
+
+def test_mark_failed_fails_the_task_everywhere_at_once(conn: redis.Redis, settings: Settings):
+    queue = job_queue.get_queue(conn, settings)
+    task_id = new_task(conn, settings, queue)
+    recordings.index_recording(conn, f"{task_id}.wav")  # pinned while queued
+    failed = recovery.mark_failed(conn, settings, task_id, "Recognition failed: KeyError")
+    assert failed is not None and task_store.load(conn, task_id) == failed
+    assert (failed.status, failed.stage) == (TaskStatus.FAILED, Stage.FAILED)
+    assert failed.error == "Recognition failed: KeyError" and failed.finished_at is not None
+    assert settings.task_ttl_seconds - 10 < conn.ttl(task_key(task_id)) <= settings.task_ttl_seconds
+    (entry,) = history.latest(conn, 10)
+    assert (entry.task_id, entry.status) == (task_id, "failed")
+    lines = [json.loads(line) for line in settings.history_file.read_text().splitlines()]
+    assert lines == [entry.model_dump(mode="json")]
+    assert not conn.sismember(AUDIO_PINNED_KEY, f"{task_id}.wav")  # retention may take it now
+    assert stats.read(conn)["failed"] == 1
+
+
+def test_mark_failed_of_a_deleted_task_writes_no_history(conn: redis.Redis, settings: Settings):
+    assert recovery.mark_failed(conn, settings, "2026-11-29_001_" + "0" * 24, "boom") is None
+    assert history.latest(conn, 10) == []
+    assert not settings.history_file.exists()
