@@ -1,4 +1,5 @@
-"""src/config.py: what Settings derive from the values they are given."""
+"""src/config.py: what Settings derive from the values they are given, and how load_settings
+reports bad ones (one line per key, named as the environment variable)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from src.config import DEFAULT_BATCH_JOBS_CPU, DEFAULT_BATCH_JOBS_GPU
+from src.config import (
+    DEFAULT_BATCH_JOBS_CPU,
+    DEFAULT_BATCH_JOBS_GPU,
+    SettingsError,
+    load_settings,
+    parse_size,
+)
 from tests.support.fixtures import make_settings
 
 
@@ -23,3 +30,88 @@ def test_batching_defaults_by_device_and_can_be_set(storage: Path):
     assert make_settings(6379, storage, asr_device="cuda").batch_jobs == DEFAULT_BATCH_JOBS_GPU
     assert make_settings(6379, storage, asr_device="cpu").batch_jobs == DEFAULT_BATCH_JOBS_CPU
     assert make_settings(6379, storage, asr_device="cpu", asr_batch_jobs=4).batch_jobs == 4
+
+
+@pytest.fixture
+def no_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """load_settings reads `.env` in the working directory: run it where there is none, and
+    without any of these keys in the environment."""
+    monkeypatch.chdir(tmp_path)
+    for key in ("REDIS_PORT", "ASR_DEVICE", "LOG_ROTATION", "MAX_RECORDINGS", "ASR_LANGUAGES"):
+        monkeypatch.delenv(key, raising=False)
+    return tmp_path
+
+
+def test_load_settings_names_each_bad_key_and_what_it_got(no_env_file: Path):
+    with pytest.raises(SettingsError) as caught:
+        load_settings(redis_port=0, asr_device="tpu", log_rotation="big", max_history_records=5)
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "invalid settings:"
+    named = {line.strip().split(":", 1)[0]: line for line in lines[1:]}
+    assert set(named) == {"REDIS_PORT", "ASR_DEVICE", "LOG_ROTATION"}  # the good key is not named
+    assert named["REDIS_PORT"].endswith("(got 0)")
+    assert "'auto', 'cpu', 'cuda' or 'cuda:N'" in named["ASR_DEVICE"]
+    assert named["ASR_DEVICE"].endswith("(got 'tpu')")
+    assert "expected a size such as '10 MB'" in named["LOG_ROTATION"]
+
+
+def test_a_bad_value_from_the_environment_is_named_by_its_variable(
+    no_env_file: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("MAX_RECORDINGS", "0")
+    with pytest.raises(SettingsError, match=r"MAX_RECORDINGS: .*greater than 0.*\(got '0'\)"):
+        load_settings()
+
+
+def test_a_rule_across_keys_is_reported_too(no_env_file: Path):
+    with pytest.raises(SettingsError, match="ASR_LANGUAGES must name at least one language"):
+        load_settings(asr_languages=[])
+
+
+def test_the_env_file_is_read_and_the_environment_wins_over_it(
+    no_env_file: Path, monkeypatch: pytest.MonkeyPatch
+):
+    (no_env_file / ".env").write_text("MAX_RECORDINGS=7\nASR_DEVICE=cpu\n", encoding="utf-8")
+    assert load_settings().max_recordings == 7
+    monkeypatch.setenv("MAX_RECORDINGS", "8")
+    settings = load_settings()
+    assert (settings.max_recordings, settings.asr_device) == (8, "cpu")
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("10 MB", 10 * 1024**2), ("1.5KB", 1536), (" 2 gb ", 2 * 1024**3), ("512", 512), (64, 64)],
+)
+def test_sizes_read_the_way_loguru_writes_them(text: str | int, size: int):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["ten MB", "10 TB", "-1 MB", ""])
+def test_a_size_that_is_not_one_is_refused(text: str):
+    with pytest.raises(ValueError, match="expected a size"):
+        parse_size(text)
+
+
+def test_the_redis_url_quotes_the_password_and_the_display_drops_it(storage: Path):
+    settings = make_settings(6380, storage, redis_host="cache", redis_db=2, redis_password="p@s/s")
+    assert settings.redis_dsn == "redis://:p%40s%2Fs@cache:6380/2"
+    assert settings.redis_display == "redis://cache:6380/2"
+    url = make_settings(6380, storage, redis_url="rediss://:secret@r.example:6390/1")
+    assert url.redis_dsn == "rediss://:secret@r.example:6390/1"  # REDIS_URL wins
+    assert url.redis_display == "rediss://r.example:6390/1"
+
+
+def test_the_device_follows_asr_device_else_asr_use_gpu(storage: Path):
+    assert make_settings(1, storage, asr_device="auto", asr_use_gpu=True).device == "cuda"
+    assert make_settings(1, storage, asr_device="auto", asr_use_gpu=False).device == "cpu"
+    assert make_settings(1, storage, asr_device=" CUDA:1 ", asr_use_gpu=False).device == "cuda:1"
+
+
+def test_values_are_normalised(storage: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HOME", str(storage))
+    settings = make_settings(1, Path("~/data"), api_key="", log_level="debug")
+    assert settings.api_key is None  # an empty API_KEY leaves the API open, it is not a key
+    assert settings.log_level == "DEBUG"
+    assert settings.storage_path == storage / "data"
+    assert settings.history_file == storage / "data" / "logs" / "asr_history.jsonl"
+    assert settings.recordings_dir == storage / "data" / "recordings"
