@@ -1,55 +1,12 @@
-"""Unit tests of the worker-side job logic that faults cannot trigger here (no GPU to run out of
-memory): a fake recognizer stands in for the engine, everything else is the real code."""
+"""src/worker/jobs.py: what a failed job tells the client (the job function itself runs in
+tests/unit/worker/test_context.py and, in real workers, in tests/system)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 from rq.timeouts import JobTimeoutException
 
-from src.asr.engine import recognize_with_oom_retry
-from src.asr.recognizer import RecognitionError, Transcript
-from src.engine.interface import EngineInput
+from src.asr.recognizer import RecognitionError
 from src.worker.jobs import describe_failure
-
-
-class FakeRecognizer:
-    def __init__(self, failures: list[RecognitionError]) -> None:
-        self.failures = failures
-        self.batches: list[int] = []
-
-    def recognize(self, path: Path, *, batch_size_s: int, **_: object) -> Transcript:
-        self.batches.append(batch_size_s)
-        if self.failures:
-            raise self.failures.pop(0)
-        return Transcript("ok", 1.0, [], [], [], 0.1, 0.1, "zh")
-
-
-def item(batch: int = 400) -> EngineInput:
-    return EngineInput(task_id="t", path=Path("x"), batch_size_s=batch)
-
-
-def test_out_of_memory_is_retried_once_with_a_smaller_batch():
-    fake = FakeRecognizer([RecognitionError("CUDA out of memory", out_of_memory=True)])
-    result = recognize_with_oom_retry(fake, item(400))  # type: ignore[arg-type]
-    assert result.text == "ok"
-    assert fake.batches == [400, 100]
-
-
-def test_a_second_out_of_memory_fails_the_job():
-    oom = [RecognitionError("oom", out_of_memory=True), RecognitionError("oom", out_of_memory=True)]
-    fake = FakeRecognizer(oom)
-    with pytest.raises(RecognitionError):
-        recognize_with_oom_retry(fake, item(400))  # type: ignore[arg-type]
-    assert fake.batches == [400, 100]
-
-
-def test_other_errors_are_not_retried():
-    fake = FakeRecognizer([RecognitionError("shape mismatch")])
-    with pytest.raises(RecognitionError):
-        recognize_with_oom_retry(fake, item())  # type: ignore[arg-type]
-    assert len(fake.batches) == 1
 
 
 def test_failure_messages():
