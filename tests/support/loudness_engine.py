@@ -1,8 +1,8 @@
 """A second engine, for tests only: an upload's duration and loudness, with no ASR code.
 
 Run by `WORKER_ENGINE=tests.support.loudness_engine:load` through the whole real service
-(tests/test_second_engine.py), it shows that the job core, the worker and the API need nothing
-of speech recognition: only src/engine/interface.py and PyAV decoding (src/media/audio.py).
+(tests/system/test_second_engine.py), it shows that the job core, the worker and the API need
+nothing of speech recognition: only src/engine/interface.py and PyAV decoding (src/media/audio.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """On a process's PYTHONPATH, makes importing any ASR code fail: src.asr, FunASR, torch.
 
-tests/test_second_engine.py starts its workers with it, so "the job core needs no ASR code" is
-checked by the interpreter, not by reading the code.
+tests/system/test_second_engine.py starts its workers with it, so "the job core needs no ASR
+code" is checked by the interpreter, not by reading the code.
 """
 
 import sys
