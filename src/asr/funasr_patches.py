@@ -1,7 +1,7 @@
 """FunASR compatibility patches, each pinned to the FunASR it was written against.
 
 pyproject.toml allows funasr >=1.4,<1.5 and uv.lock pins 1.4.16; every patch below was checked
-against 1.4.16. A FunASR upgrade must re-check each one: the tests in tests/test_recognizer.py
+against 1.4.16. A FunASR upgrade must re-check each one: the tests in tests/unit/asr/
 (sentence alignment, batch-equals-solo text, empty segments) fail when a patch stops fitting.
 """
 
