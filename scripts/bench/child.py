@@ -28,7 +28,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-PREFIX = "BENCH-JSON "
 _started = time.perf_counter()
 # The timed import: FunASR (torch, sklearn, transformers...) is what a worker waits for at start;
 # the recognizer module itself imports it lazily, so import it here, before saying "ready".
@@ -38,7 +37,7 @@ from src.asr.recognizer import BatchRequest, SpeechRecognizer, Stage, Transcript
 
 IMPORT_S = time.perf_counter() - _started
 
-from scripts.bench.common import hwm_mb, rss_mb  # noqa: E402
+from scripts.bench.common import CHILD_PREFIX, hwm_mb, rss_mb  # noqa: E402
 
 _models: dict[str, SpeechRecognizer] = {}
 
@@ -46,7 +45,7 @@ _models: dict[str, SpeechRecognizer] = {}
 def _answer(payload: dict[str, Any]) -> None:
     payload.setdefault("rss_mb", rss_mb(os.getpid()))
     payload.setdefault("hwm_mb", hwm_mb(os.getpid()))
-    sys.stdout.write(PREFIX + json.dumps(payload) + "\n")
+    sys.stdout.write(CHILD_PREFIX + json.dumps(payload) + "\n")
     sys.stdout.flush()
 
 

@@ -1,4 +1,4 @@
-"""Shared helpers: percentiles, /proc readers (RSS, CPU time), background-load watch, machine info.
+"""Shared helpers: /proc readers (RSS, CPU time), the background-load watch, machine info.
 
 Nothing here imports torch or FunASR: the driver stays a light process, and only the engine child
 (scripts/bench/child.py) and the worker processes load models.
@@ -7,22 +7,24 @@ Nothing here imports torch or FunASR: the driver stays a light process, and only
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from scripts.bench.results import Cpu, Phase
+
 ROOT = Path(__file__).resolve().parents[2]
 HZ = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
+CHILD_PREFIX = "BENCH-JSON "  # marks the engine child's answers among FunASR's own stdout lines
 
 
 def log(message: str) -> None:
@@ -30,68 +32,40 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-# --- statistics ---------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Linear-interpolated percentile (numpy's default), q in [0, 100]; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-def summary(values: Sequence[float], scale: float = 1.0, digits: int = 1) -> dict[str, Any]:
-    """n, mean, p50, p95, p99, min, max of `values` times `scale`, rounded."""
-
-    def r(x: float | None) -> float | None:
-        return None if x is None else round(x * scale, digits)
-
-    return {
-        "n": len(values),
-        "mean": r(sum(values) / len(values)) if values else None,
-        "p50": r(percentile(values, 50)),
-        "p95": r(percentile(values, 95)),
-        "p99": r(percentile(values, 99)),
-        "min": r(min(values)) if values else None,
-        "max": r(max(values)) if values else None,
-    }
-
-
 def parse_ts(value: str | None) -> float | None:
     """An ISO timestamp from a task record -> epoch seconds."""
-    if not value:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
+
+
+def dist(name: str) -> str | None:
+    """An installed distribution's version, None when it is not installed."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
         return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 # --- /proc ---------------------------------------------------------------------------------------
 
 
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) of a process, in bytes; {} once it is gone."""
-    out: dict[str, int] = {}
+def _proc_mb(pid: int, key: str) -> float | None:
+    """VmRSS or VmHWM (peak RSS) of a process in MB; None once it is gone."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
             for line in f:
-                key, _, rest = line.partition(":")
-                if key in ("VmRSS", "VmHWM"):
-                    out[key] = int(rest.split()[0]) * 1024
+                if line.startswith(key + ":"):
+                    return round(int(line.split()[1]) / 1024, 1)
     except (FileNotFoundError, ProcessLookupError):
-        return {}
-    return out
+        pass
+    return None
 
 
 def rss_mb(pid: int) -> float | None:
-    value = proc_status(pid).get("VmRSS")
-    return None if value is None else round(value / 1024**2, 1)
+    return _proc_mb(pid, "VmRSS")
 
 
 def hwm_mb(pid: int) -> float | None:
-    value = proc_status(pid).get("VmHWM")
-    return None if value is None else round(value / 1024**2, 1)
+    return _proc_mb(pid, "VmHWM")
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -108,8 +82,7 @@ def system_busy_seconds() -> float:
     """CPU seconds all cores spent busy since boot (not idle, not iowait)."""
     with open("/proc/stat", encoding="ascii") as f:
         parts = [int(x) for x in f.readline().split()[1:]]
-    idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
-    return (sum(parts[:8]) - idle) / HZ
+    return (sum(parts[:8]) - parts[3] - (parts[4] if len(parts) > 4 else 0)) / HZ
 
 
 class CpuWatch:
@@ -125,15 +98,15 @@ class CpuWatch:
         self.busy0 = system_busy_seconds()
         self.own0 = {p: proc_cpu_seconds(p) for p in self.pids}
 
-    def stop(self) -> dict[str, float]:
+    def stop(self) -> Cpu:
         wall = max(time.monotonic() - self.t0, 1e-6)
         busy = system_busy_seconds() - self.busy0
         own = sum(max(0.0, proc_cpu_seconds(p) - self.own0[p]) for p in self.pids)
-        return {
-            "wall_s": round(wall, 2),
-            "own_cores": round(own / wall, 2),
-            "foreign_cores": round(max(0.0, busy - own) / wall, 2),
-        }
+        return Cpu(
+            wall_s=round(wall, 2),
+            own_cores=round(own / wall, 2),
+            foreign_cores=round(max(0.0, busy - own) / wall, 2),
+        )
 
 
 def wait_quiet(own_pids: Iterable[int], max_wait_s: float, threshold: float = 0.3) -> float:
@@ -141,43 +114,35 @@ def wait_quiet(own_pids: Iterable[int], max_wait_s: float, threshold: float = 0.
     pids = list(own_pids)
     deadline = time.monotonic() + max_wait_s
     quiet_windows = 0
-    load = 0.0
     while True:
         watch = CpuWatch(pids)
         time.sleep(1.0 if max_wait_s > 0 else 0.3)
-        load = watch.stop()["foreign_cores"]
+        load = watch.stop().foreign_cores
         quiet_windows = quiet_windows + 1 if load < threshold else 0
         if quiet_windows >= 2 or time.monotonic() >= deadline:
             return load
 
 
+@contextmanager
+def phase(own_pids: Iterable[int], quiet_s: float) -> Iterator[Phase]:
+    """Wait for a quiet machine, then watch the CPU while the body runs: a figure's `Phase`."""
+    pids = list(own_pids)
+    measured = Phase(background_cores_before=wait_quiet(pids, quiet_s))
+    watch = CpuWatch(pids)
+    yield measured
+    measured.cpu = watch.stop()
+
+
 # --- machine and versions -------------------------------------------------------------------------
 
 
-def _dist(name: str) -> str | None:
+def _first_field(path: str, prefix: str) -> str | None:
+    """The value after the first line starting with `prefix` in a /proc text file."""
     try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(prefix):
                     return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _mem_total_gb() -> float | None:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return round(int(line.split()[1]) / 1024**2, 1)
     except OSError:
         pass
     return None
@@ -188,10 +153,8 @@ def _redis_server_version() -> str | None:
     if not binary:
         return None
     out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
-    for part in out.stdout.split():
-        if part.startswith("v="):
-            return part[2:]
-    return out.stdout.strip() or None
+    found = [part[2:] for part in out.stdout.split() if part.startswith("v=")]
+    return found[0] if found else out.stdout.strip() or None
 
 
 def _git() -> dict[str, Any]:
@@ -224,34 +187,40 @@ def _git() -> dict[str, Any]:
 
 def machine_info() -> dict[str, Any]:
     """Date, machine, versions and commit: the header of every report."""
+    mem_kb = _first_field("/proc/meminfo", "MemTotal:")
+    names = (
+        "torch",
+        "funasr",
+        "rq",
+        "redis-py",
+        "redis-server",
+        "fastapi",
+        "uvicorn",
+        "httpx",
+        "av",
+    )
+    versions = {"python": platform.python_version()} | {
+        n: _redis_server_version() if n == "redis-server" else dist(n.removesuffix("-py"))
+        for n in names
+    }
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": platform.node(),
         "machine": {
             "cpus": os.cpu_count(),
-            "cpu_model": _cpu_model(),
-            "memory_gb": _mem_total_gb(),
+            "cpu_model": _first_field("/proc/cpuinfo", "model name") or "unknown",
+            "memory_gb": round(int(mem_kb.split()[0]) / 1024**2, 1) if mem_kb else None,
             "kernel": platform.release(),
             "os": platform.platform(terse=True),
             "loadavg_at_start": os.getloadavg(),
         },
-        "versions": {
-            "python": platform.python_version(),
-            "torch": _dist("torch"),
-            "funasr": _dist("funasr"),
-            "rq": _dist("rq"),
-            "redis-py": _dist("redis"),
-            "redis-server": _redis_server_version(),
-            "fastapi": _dist("fastapi"),
-            "uvicorn": _dist("uvicorn"),
-            "httpx": _dist("httpx"),
-            "av": _dist("av"),
-        },
+        "versions": versions,
         "git": _git(),
     }
 
 
 def dump_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (a reader never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -6,11 +6,11 @@ why built from the run's own numbers.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from scripts.bench.common import dump_json
+from scripts.bench.results import Extra, Result, Target
 
 # The issue's targets for these 2-core machines, and the design's (owner's GPU box) ones.
 SUBMIT_P99_MS = 50.0
@@ -22,27 +22,30 @@ BURST_WAIT_S = 60.0
 GPU_RTF = (0.01, 0.05)
 
 
-def write(out: Path, result: dict[str, Any]) -> None:
-    result["targets"] = sorted(targets(result), key=lambda t: t["name"].split(" ", 1)[0])
-    dump_json(out / "performance.json", result)
-    text = render(result)
+def write(out: Path, result: Result) -> str:
+    """Judge the targets, write performance.json and PERFORMANCE.md; return the Markdown."""
+    data = result.model_dump(mode="json", by_alias=True)
+    result.targets = [
+        Target(**t) for t in sorted(targets(data), key=lambda t: t["name"].split(" ", 1)[0])
+    ]
+    data = result.model_dump(mode="json", by_alias=True)
+    dump_json(out / "performance.json", data)
+    text = render(data)
     tmp = out / "PERFORMANCE.md.tmp"
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(out / "PERFORMANCE.md")
+    return text
 
 
-def merge(target_json: Path, partial_json: Path) -> dict[str, Any]:
+def merge(base: Result, part: Result) -> Result:
     """Add a partial run (e.g. `--only engine --device cuda` on a GPU box) under `extra`."""
-    base = json.loads(target_json.read_text(encoding="utf-8"))
-    part = json.loads(partial_json.read_text(encoding="utf-8"))
-    for name, fig in part.get("figures", {}).items():
-        key = name
-        if name == "engine":
-            key = f"engine_{fig.get('device', 'cpu').split(':')[0]}"
-        elif name == "batching":
-            devices = {f.get("device", "cpu").split(":")[0] for f in fig.values()}
-            key = f"batching_{'_'.join(sorted(devices))}"
-        base.setdefault("extra", {})[key] = {"run": part["run"], "figure": fig}
+    figs = part.figures
+    if figs.engine:
+        key = f"engine_{figs.engine.device.split(':')[0]}"
+        base.extra[key] = Extra(run=part.run, figure=figs.engine)
+    if figs.batching:
+        devices = sorted({f.device.split(":")[0] for f in figs.batching.values()})
+        base.extra[f"batching_{'_'.join(devices)}"] = Extra(run=part.run, figure=figs.batching)
     return base
 
 
@@ -524,8 +527,8 @@ def _queue(ov: dict[str, Any] | None, tp: dict[str, Any] | None) -> list[str]:
                 ]
             )
 
-        for key in [k for k in tp if k.startswith("service_") and k != "service_1_worker"]:
-            add(key.replace("_", " "), tp[key])
+        if tp.get("service_n_workers"):
+            add(f"service {tp['service_n_workers']['workers']} workers", tp["service_n_workers"])
         for k, pair in enumerate(tp.get("rounds") or [], 1):
             add(f"service 1 worker, round {k}", pair["service"])
             add(f"direct loop, round {k}", pair["direct"])
@@ -535,7 +538,7 @@ def _queue(ov: dict[str, Any] | None, tp: dict[str, Any] | None) -> list[str]:
         ratios = ", ".join(
             f"{k.removeprefix('ratio_').replace('_', ' ')}: **{v}**"
             for k, v in tp.items()
-            if k.startswith("ratio_") and k != "ratio_per_round"
+            if k.startswith("ratio_") and k != "ratio_per_round" and v is not None
         )
         per_clip = tp.get("cpu_s_per_clip") or {}
         out += [

@@ -26,7 +26,8 @@ from typing import Any
 
 import redis
 
-from scripts.bench.common import ROOT, log, machine_info, summary
+from scripts.bench.common import ROOT, log, machine_info
+from scripts.bench.results import Stats
 from tests.support.processes import RedisServer, WorkerProcess, service_env, wait_for
 from tests.support.tiny_models import build_model_dirs
 
@@ -140,9 +141,9 @@ def measure(rounds: int, work: Path) -> dict[str, Any]:
     return {
         "figure": "worker restart: time until the replacement takes jobs",
         "machine": machine_info(),
-        "cold_start_s": summary(cold, digits=2),
+        "cold_start_s": Stats.of(cold, digits=2).model_dump(),
         "cold_restart_old_script_s": round(2 + sum(cold) / len(cold), 2),
-        "forked_restart_s": summary(forked, digits=2),
+        "forked_restart_s": Stats.of(forked, digits=2).model_dump(),
         "supervisor_first_ready_s": round(first, 2),
         "memory_when_ready": memory,
     }

@@ -20,14 +20,9 @@ from typing import Any
 import numpy as np
 import redis
 
-from scripts.bench.common import ROOT, log
-from tests.support.audio_samples import SPEECH_OGG, SPEECH_WAV, encode_audio, read_wav
-from tests.support.processes import (
-    ApiProcess,
-    RedisServer,
-    WorkerProcess,
-    service_env,
-)
+from scripts.bench.common import CHILD_PREFIX, ROOT, log
+from tests.support.audio_samples import SPEECH_WAV, encode_audio, read_wav
+from tests.support.processes import ApiProcess, RedisServer, WorkerProcess, service_env
 
 MODEL_CACHE = ROOT / "tests" / ".cache" / "models"
 
@@ -35,39 +30,22 @@ MODEL_CACHE = ROOT / "tests" / ".cache" / "models"
 # --- clips ----------------------------------------------------------------------------------------
 
 
-def voice_note(seconds: float, dest_dir: Path, *, fmt: str = "ogg") -> Path:
+def voice_note(seconds: float, dest_dir: Path) -> Path:
     """The committed speech fixture looped to `seconds`, as a Telegram-like OGG/Opus voice note
-    (48 kHz, 24 kbit/s, as tests/support/audio_samples.py encodes it) or a 16 kHz WAV."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    suffix = "ogg" if fmt == "ogg" else "wav"
-    dest = dest_dir / f"voice_{seconds:g}s.{suffix}"
+    (48 kHz, 24 kbit/s, as tests/support/audio_samples.py encodes it); cached in `dest_dir`."""
+    dest = dest_dir / f"voice_{seconds:g}s.ogg"
     if dest.exists():
         return dest
+    dest_dir.mkdir(parents=True, exist_ok=True)
     samples, rate = read_wav(SPEECH_WAV)
-    reps = int(np.ceil(seconds * rate / len(samples)))
-    looped = np.tile(samples, reps)[: round(seconds * rate)]
+    looped = np.tile(samples, int(np.ceil(seconds * rate / len(samples))))[: round(seconds * rate)]
     tmp = dest.with_name(f".{dest.name}.part")
-    if fmt == "ogg":
-        encode_audio(
-            looped,
-            rate,
-            tmp,
-            container="ogg",
-            codec="libopus",
-            out_rate=48000,
-            codec_options={"b": "24000", "application": "audio"},
-        )
-    else:
-        from tests.support.audio_samples import write_wav
-
-        write_wav(looped, rate, tmp)
+    options = {"b": "24000", "application": "audio"}
+    encode_audio(
+        looped, rate, tmp, container="ogg", codec="libopus", out_rate=48000, codec_options=options
+    )
     os.replace(tmp, dest)
     return dest
-
-
-def fixture_note() -> Path:
-    """The committed 6.6 s OGG/Opus fixture itself (the leak check's short clip)."""
-    return SPEECH_OGG
 
 
 def seeded_lengths(n: int, lo: int, hi: int, seed: int) -> list[int]:
@@ -126,11 +104,9 @@ class Child:
 
     def _read(self) -> dict[str, Any]:
         assert self.proc is not None and self.proc.stdout is not None
-        from scripts.bench.child import PREFIX
-
         for line in self.proc.stdout:
-            if line.startswith(PREFIX):
-                return json.loads(line[len(PREFIX) :])
+            if line.startswith(CHILD_PREFIX):
+                return json.loads(line[len(CHILD_PREFIX) :])
         tail = self.log_path.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"engine child exited ({self.proc.poll()}): {tail}")
 
