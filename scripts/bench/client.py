@@ -36,20 +36,15 @@ class Upload:
 
     @classmethod
     def of(cls, path: Path, language: str = "zh") -> Upload:
-        data = path.read_bytes()
-        boundary = "bench" + secrets.token_hex(12)
+        data, b = path.read_bytes(), "bench" + secrets.token_hex(12)
         ctype = "audio/ogg" if path.suffix == ".ogg" else "application/octet-stream"
-        head = (
-            f"--{boundary}\r\n"
-            'Content-Disposition: form-data; name="language"\r\n\r\n'
-            f"{language}\r\n"
-            f"--{boundary}\r\n"
-            f'Content-Disposition: form-data; name="audio"; filename="{path.name}"\r\n'
-            f"Content-Type: {ctype}\r\n\r\n"
-        ).encode()
-        body = head + data + f"\r\n--{boundary}--\r\n".encode()
-        headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
-        return cls(path.name, body, headers, len(data))
+        disposition = "Content-Disposition: form-data; name="
+        head = f'--{b}\r\n{disposition}"language"\r\n\r\n{language}\r\n--{b}\r\n'
+        head += f'{disposition}"audio"; filename="{path.name}"\r\nContent-Type: {ctype}\r\n\r\n'
+        body = head.encode() + data + f"\r\n--{b}--\r\n".encode()
+        return cls(
+            path.name, body, {"content-type": f"multipart/form-data; boundary={b}"}, len(data)
+        )
 
 
 @dataclass
@@ -64,16 +59,14 @@ class Submitted:
 
 
 async def submit_one(client: httpx.AsyncClient, upload: Upload) -> Submitted:
-    started = time.time()
-    t0 = time.perf_counter()
+    started, t0 = time.time(), time.perf_counter()
     try:
         resp = await client.post(SUBMIT, content=upload.body, headers=upload.headers)
     except httpx.HTTPError as exc:
         return Submitted(started, time.perf_counter() - t0, 0, error=type(exc).__name__)
-    latency = time.perf_counter() - t0
-    if resp.status_code != 200:
-        return Submitted(started, latency, resp.status_code, error=resp.text[:200])
-    return Submitted(started, latency, 200, resp.json()["task_id"])
+    latency, ok = time.perf_counter() - t0, resp.status_code == 200
+    task_id, error = (resp.json()["task_id"], None) if ok else (None, resp.text[:200])
+    return Submitted(started, latency, resp.status_code, task_id, error)
 
 
 def new_client(base_url: str, concurrency: int) -> httpx.AsyncClient:

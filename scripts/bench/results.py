@@ -7,9 +7,9 @@ know (an older or newer performance.json) through `--render` and `--merge`.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
+from statistics import quantiles
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
@@ -17,16 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_valid
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Linear-interpolated percentile (numpy's default), q in [0, 100]; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 class Stats(Model):
@@ -42,12 +32,15 @@ class Stats(Model):
 
     @classmethod
     def of(cls, values: Sequence[float], scale: float = 1.0, digits: int = 1) -> Stats:
-        """The summary of `values` times `scale` (1000: seconds to ms), rounded."""
+        """The summary of `values` times `scale` (1000: s to ms); percentiles interpolated."""
         if not values:
             return cls()
-        qs = {f"p{q}": percentile(values, q) for q in (50, 95, 99)}
-        raw = {"mean": sum(values) / len(values), "min": min(values), "max": max(values), **qs}
-        return cls(n=len(values), **{k: round(v * scale, digits) for k, v in raw.items()})
+        q = quantiles(values, n=100, method="inclusive") if len(values) > 1 else [values[0]] * 99
+        raw = (sum(values) / len(values), q[49], q[94], q[98], min(values), max(values))
+        names = ("mean", "p50", "p95", "p99", "min", "max")
+        return cls(
+            n=len(values), **{k: round(v * scale, digits) for k, v in zip(names, raw, strict=True)}
+        )
 
 
 class Cpu(Model):
@@ -70,9 +63,6 @@ class Clip(Model):
     seconds: float
     bytes: int | None = None
     codec: str | None = None
-
-
-# --- 1. submit ------------------------------------------------------------------------------------
 
 
 class SubmitLevel(Phase):
@@ -118,9 +108,6 @@ class SubmitFigure(Model):
     @property
     def top(self) -> SubmitLevel:
         return max(self.levels, key=lambda r: r.concurrency)
-
-
-# --- 2. overhead and throughput -------------------------------------------------------------------
 
 
 class OverheadFigure(Phase):
@@ -175,9 +162,6 @@ class ThroughputFigure(Model):
         return data
 
 
-# --- 3. engine and batching -----------------------------------------------------------------------
-
-
 class EngineRow(Model):
     """One clip length and batch_size_s: RTF and the best run's stage split."""
 
@@ -194,6 +178,7 @@ class EngineRow(Model):
     post_asr_s: float
     chars_per_audio_s: float
     segments: int
+    sentences: int | None = None
 
 
 class EngineModel(Model):
@@ -247,13 +232,11 @@ class BatchingFigure(Phase):
     rows: list[BatchRow]
     gpu_peak_allocated_mb: float | None = None
 
-    def always_faster(self, jobs: int) -> bool:
-        """Every round of `jobs` per pass beat every one-by-one round: a gain, not the noise."""
-        walls = {r.jobs: r.wall_s_all for r in self.rows}
-        return jobs > 1 and max(walls[jobs]) < min(walls[1])
-
-
-# --- 4. memory and 5. burst -----------------------------------------------------------------------
+    @property
+    def faster_jobs(self) -> list[int]:
+        """Jobs per pass whose every round beat every one-by-one round: a gain, not the noise."""
+        one = min(self.rows[0].wall_s_all)
+        return [r.jobs for r in self.rows[1:] if max(r.wall_s_all) < one]
 
 
 class RedisMemory(Model):
@@ -318,9 +301,6 @@ class BurstFigure(Phase):
     redis_used_memory_mb_after: float
 
 
-# --- the run --------------------------------------------------------------------------------------
-
-
 class Figures(Model):
     submit: SubmitFigure | None = None
     overhead: OverheadFigure | None = None
@@ -335,21 +315,30 @@ class Figures(Model):
         return {k: v for k, v in handler(self).items() if v is not None}
 
 
-class Machine(Model):
-    cpus: int
-    cpu_model: str
-    memory_gb: float | None
-    kernel: str
-    os: str
-    loadavg_at_start: list[float]
-    loadavg_at_end: list[float] | None = None
+class Config(Model):
+    """Sizes of one run; the defaults are the full run on a CPU box (run.py: GPU, SMOKE)."""
 
-
-class Git(Model):
-    commit: str | None
-    branch: str | None
-    dirty: bool | None
-    modified_files: list[str] = []
+    mode: str = "full"
+    submit_levels: list[tuple[int, int]] = [(1, 50), (10, 20), (100, 3)]  # (clients, each)
+    overhead_jobs: int = 30
+    throughput_clips: int = 24
+    throughput_rounds: int = 2
+    burst_clips: int = 100
+    burst_range: tuple[int, int] = (5, 30)
+    leak_jobs: int = 200
+    workers: int = 2
+    threads: int = 1
+    engine_size: str = "full"
+    engine_clips: list[int] = [10, 60]
+    engine_batches: list[int] = [60, 300, 500]
+    engine_reps: int = 2
+    engine_reps_long: int = 2  # for clips over 30 s
+    batching_models: list[str] = ["full", "tiny"]
+    batching_clips: int = 12
+    batching_sizes: list[int] = [4, 8]
+    batching_rounds: int = 2
+    quiet_s: float = 60.0
+    seeds: dict[str, int] = {"throughput": 3, "burst": 5, "batching": 7}
 
 
 class RunInfo(Model):
@@ -357,9 +346,9 @@ class RunInfo(Model):
 
     date: str
     host: str
-    machine: Machine
+    machine: dict[str, Any]  # cpus, cpu_model, memory_gb, kernel, os, load averages
     versions: dict[str, str | None]
-    git: Git
+    git: dict[str, Any]  # commit, branch, dirty, modified_files
     mode: str
     command: str
     figures: list[str]
