@@ -69,58 +69,34 @@ async def submit_one(client: httpx.AsyncClient, upload: Upload) -> Submitted:
     return Submitted(started, latency, resp.status_code, task_id, error)
 
 
-def new_client(base_url: str, concurrency: int) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=base_url,
-        timeout=httpx.Timeout(120.0),
-        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-    )
-
-
-async def closed_loop(
-    base_url: str, uploads: list[Upload], concurrency: int, per_client: int, warmup: int = 0
+def submit_all(
+    base_url: str, uploads: list[Upload], clients: int, warmup: int = 0
 ) -> tuple[list[Submitted], float]:
-    """`concurrency` clients, each submitting `per_client` times back to back (after warm-up
-    requests that open the connections), all released together. Returns the timed submits and
-    the wall time. With one client per upload and no warm-up: a burst on fresh connections."""
-    async with new_client(base_url, concurrency) as client:
-        if warmup:
-            await asyncio.gather(
-                *(submit_one(client, uploads[i % len(uploads)]) for i in range(warmup))
-            )
-        results: list[Submitted] = []
-        gate = asyncio.Event()
+    """`clients` clients submit the uploads back to back, each taking the next one left, all
+    released together (after `warmup` requests that open the connections): a closed loop, a
+    burst (one client per upload) or a bounded pipeline. The timed submits and the wall time."""
 
-        async def one_client(k: int) -> None:
-            await gate.wait()
-            for j in range(per_client):
-                results.append(await submit_one(client, uploads[(k + j) % len(uploads)]))
+    async def main() -> tuple[list[Submitted], float]:
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(base_url=base_url, timeout=120.0, limits=limits) as http:
+            warm = (submit_one(http, uploads[i % len(uploads)]) for i in range(warmup))
+            await asyncio.gather(*warm)
+            left, gate = iter(uploads), asyncio.Event()
+            done: list[Submitted] = []
 
-        tasks = [asyncio.create_task(one_client(k)) for k in range(concurrency)]
-        await asyncio.sleep(0.05)
-        t0 = time.perf_counter()
-        gate.set()
-        await asyncio.gather(*tasks)
-        return results, time.perf_counter() - t0
+            async def one_client() -> None:
+                await gate.wait()
+                for upload in left:  # shared: each upload is sent once
+                    done.append(await submit_one(http, upload))
 
+            tasks = [asyncio.create_task(one_client()) for _ in range(clients)]
+            await asyncio.sleep(0.05)
+            t0 = time.perf_counter()
+            gate.set()
+            await asyncio.gather(*tasks)
+            return done, time.perf_counter() - t0
 
-async def bounded(
-    base_url: str, uploads: list[Upload], concurrency: int
-) -> tuple[list[Submitted], float]:
-    """Submit every upload once with at most `concurrency` in flight."""
-    async with new_client(base_url, concurrency) as client:
-        sem = asyncio.Semaphore(concurrency)
-
-        async def one(upload: Upload) -> Submitted:
-            async with sem:
-                return await submit_one(client, upload)
-
-        t0 = time.perf_counter()
-        results = await asyncio.gather(*(one(u) for u in uploads))
-        return list(results), time.perf_counter() - t0
-
-
-# --- completion -----------------------------------------------------------------------------------
+    return asyncio.run(main())
 
 
 @dataclass

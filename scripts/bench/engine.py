@@ -26,7 +26,9 @@ class EngineRun:
     own_pids: list[int]
     quiet_s: float
 
-    def measure(self, name: str, dirs: dict[str, str], **cmd: Any) -> tuple[dict, dict, Phase]:
+    def measure(
+        self, name: str, dirs: dict[str, str], **cmd: Any
+    ) -> tuple[dict[str, Any], dict[str, Any], Phase]:
         """Load a model in the child, run one command on a quiet machine, unload the model."""
         loaded = self.child.call(
             cmd="load", name=name, dirs=dirs, device=self.device, threads=self.threads

@@ -82,7 +82,9 @@ def check_av() -> str | None:
     return None
 
 
-def build_models(work: Path, size: str, vad_dir: str | None) -> tuple[dict[str, Path], dict]:
+def build_models(
+    work: Path, size: str, vad_dir: str | None
+) -> tuple[dict[str, Path], dict[str, Any]]:
     """The random-weight ASR and punctuation models, and a genuine FSMN-VAD dir copied from
     --vad-dir, .whl/vad-fsmn or the test cache."""
     from tests.support.tiny_models import VAD_FILES, build_ct_punc, build_seaco_paraformer
@@ -154,7 +156,9 @@ class Bench:
         self.warmup_s = round(time.perf_counter() - t0, 3)
         log(f"loaded: {self.load}, warm-up {self.warmup_s} s")
 
-    def cell(self, seconds: int, clip: Any, batch: int, reps: int, hotwords: list[str]) -> dict:
+    def cell(
+        self, seconds: int, clip: Any, batch: int, reps: int, hotwords: list[str]
+    ) -> dict[str, Any]:
         import torch
 
         cuda, mb = self.device.startswith("cuda"), 1024**2

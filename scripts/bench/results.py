@@ -86,7 +86,7 @@ class RetentionScan(Model):
 
 
 class UploadCheck(Model):
-    submit_runs: str  # which check src/service/tasks.py calls: verify or decode
+    submit_runs: str  # which check src/service's submit path calls: verify or decode
     probe_ms: float
     full_decode_ms: float
     codec_only_decode_ms: float

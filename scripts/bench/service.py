@@ -8,7 +8,6 @@ recognizer's processing_time, never a poll's arrival.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -61,8 +60,8 @@ def upload_check(clip: Path, repeats: int = 7) -> results.UploadCheck:
     """What checking one upload costs in this process: probe, full decode, verify, the codec."""
     import av
 
+    import src.service
     from src.media import audio
-    from src.service import tasks
 
     def codec_only() -> None:
         with av.open(str(clip)) as container:
@@ -70,8 +69,10 @@ def upload_check(clip: Path, repeats: int = 7) -> results.UploadCheck:
                 packet.decode()
 
     verify = getattr(audio, "verify", None)
+    # which check the submit path calls, in the tree being measured
+    service_code = "".join(p.read_text() for p in Path(src.service.__file__).parent.glob("*.py"))
     return results.UploadCheck(
-        submit_runs="verify" if "verify(" in Path(tasks.__file__).read_text() else "decode",
+        submit_runs="verify" if "verify(" in service_code else "decode",
         probe_ms=median_ms(lambda: audio.probe(clip), repeats),
         full_decode_ms=median_ms(lambda: audio.decode(clip), repeats),
         codec_only_decode_ms=median_ms(codec_only, repeats),
@@ -87,8 +88,7 @@ def submit_level(
     api_log = stack.storage / "logs" / "asr_api.log"
     offset, warmup = api_log.stat().st_size if api_log.exists() else 0, min(clients, 20)
     with phase(stack.pids(), quiet_s) as measured:
-        loop = client.closed_loop(stack.api.url, [upload], clients, each, warmup=warmup)
-        sent, wall = asyncio.run(loop)
+        sent, wall = client.submit_all(stack.api.url, [upload] * clients * each, clients, warmup)
     ok = sorted((r for r in sent if r.status == 200), key=lambda r: r.started)
     # The API's log sink writes from a queue: wait until every timed request is in.
     deadline, server_ms = time.monotonic() + 10, client.server_submit_ms(api_log, offset)
@@ -249,10 +249,7 @@ def through_service(stack: Stack, files: list[Path], quiet_s: float) -> results.
 
     with phase(stack.pids(), quiet_s) as measured:
         cpu0, t0 = cpu_now(), time.time()
-        submitted, _ = asyncio.run(client.bounded(stack.api.url, uploads, 10))
-        done = client.wait_all(
-            stack.conn(), [s.task_id for s in submitted if s.task_id], timeout=1800
-        )
+        _, _, done = stack.run_jobs(uploads, 10, timeout=1800)
         cpu = {role: round(seconds - cpu0[role], 2) for role, seconds in cpu_now().items()}
     ok = [f for f in done.values() if f.status == "done" and f.finished is not None]
     if len(ok) != len(files):
@@ -333,10 +330,7 @@ def leak_check(stack: Stack, clip: Path, jobs: int, wave: int = 8) -> results.Le
     samples, watch = [results.RssSample(jobs=0, rss_mb=before)], CpuWatch(stack.pids())
     while (done := samples[-1].jobs) < jobs:
         n = min(wave, jobs - done)
-        submitted, _ = asyncio.run(client.bounded(stack.api.url, [upload] * n, n))
-        finished = client.wait_all(
-            stack.conn(), [s.task_id for s in submitted if s.task_id], 600, 0.05
-        )
+        _, _, finished = stack.run_jobs([upload] * n, n, 600, 0.05)
         if len(finished) != n or any(f.status != "done" for f in finished.values()):
             raise RuntimeError(f"leak check: {len(finished)} of {n} jobs finished, or failed")
         samples.append(results.RssSample(jobs=done + n, rss_mb=rss_mb(pid)))
@@ -369,11 +363,7 @@ def burst(
     uploads = [cache.setdefault(f, client.Upload.of(f)) for f in files]
     with phase(stack.pids(), quiet_s) as measured:
         t0 = time.time()
-        submitted, submit_wall = asyncio.run(
-            client.closed_loop(stack.api.url, uploads, len(uploads), 1)
-        )
-        ids = [s.task_id for s in submitted if s.task_id]
-        done = client.wait_all(stack.conn(), ids, timeout=3600, interval=0.2)
+        submitted, submit_wall, done = stack.run_jobs(uploads, len(uploads), 3600, 0.2)
     ok = [f for f in done.values() if f.status == "done" and f.finished is not None]
     failed = [f for f in done.values() if f.status == "failed"]
     rejected = [s for s in submitted if s.status != 200]
@@ -381,7 +371,7 @@ def burst(
         clips=len(files),
         lengths_s={"min": min(lengths), "max": max(lengths), "sum": sum(lengths), "seed": seed},
         workers=len(stack.workers),
-        accepted=len(ids),
+        accepted=sum(1 for s in submitted if s.task_id),
         rejected=len(rejected),
         rejected_samples=sorted({f"{s.status} {s.error}"[:120] for s in rejected})[:3],
         done=len(ok),

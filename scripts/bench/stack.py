@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import redis
 
+from scripts.bench.client import Finished, Submitted, Upload, submit_all, wait_all
 from scripts.bench.common import CHILD_PREFIX, ROOT, log
 from tests.support.audio_samples import SPEECH_WAV, encode_audio, read_wav
 from tests.support.processes import ApiProcess, RedisServer, WorkerProcess, service_env
@@ -181,6 +182,15 @@ class Stack:
             worker.wait_ready(self.conn(), timeout=300)
             took[worker.name] = round(time.perf_counter() - t0, 1)
         return took
+
+    def run_jobs(
+        self, uploads: list[Upload], clients: int, timeout: float, interval: float = 0.1
+    ) -> tuple[list[Submitted], float, dict[str, Finished]]:
+        """Submit the uploads, `clients` at a time, and wait until every accepted one is done."""
+        assert self.api is not None
+        sent, wall = submit_all(self.api.url, uploads, clients)
+        ids = [s.task_id for s in sent if s.task_id]
+        return sent, wall, wait_all(self.conn(), ids, timeout, interval)
 
     def stop_worker(self, worker: WorkerProcess) -> None:
         worker.stop()
