@@ -36,20 +36,15 @@ class Upload:
 
     @classmethod
     def of(cls, path: Path, language: str = "zh") -> Upload:
-        data = path.read_bytes()
-        boundary = "bench" + secrets.token_hex(12)
+        data, b = path.read_bytes(), "bench" + secrets.token_hex(12)
         ctype = "audio/ogg" if path.suffix == ".ogg" else "application/octet-stream"
-        head = (
-            f"--{boundary}\r\n"
-            'Content-Disposition: form-data; name="language"\r\n\r\n'
-            f"{language}\r\n"
-            f"--{boundary}\r\n"
-            f'Content-Disposition: form-data; name="audio"; filename="{path.name}"\r\n'
-            f"Content-Type: {ctype}\r\n\r\n"
-        ).encode()
-        body = head + data + f"\r\n--{boundary}--\r\n".encode()
-        headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
-        return cls(path.name, body, headers, len(data))
+        disposition = "Content-Disposition: form-data; name="
+        head = f'--{b}\r\n{disposition}"language"\r\n\r\n{language}\r\n--{b}\r\n'
+        head += f'{disposition}"audio"; filename="{path.name}"\r\nContent-Type: {ctype}\r\n\r\n'
+        body = head.encode() + data + f"\r\n--{b}--\r\n".encode()
+        return cls(
+            path.name, body, {"content-type": f"multipart/form-data; boundary={b}"}, len(data)
+        )
 
 
 @dataclass
@@ -61,96 +56,53 @@ class Submitted:
     status: int
     task_id: str | None = None
     error: str | None = None
-    upload: str = ""
 
 
 async def submit_one(client: httpx.AsyncClient, upload: Upload) -> Submitted:
-    started = time.time()
-    t0 = time.perf_counter()
+    started, t0 = time.time(), time.perf_counter()
     try:
         resp = await client.post(SUBMIT, content=upload.body, headers=upload.headers)
     except httpx.HTTPError as exc:
         return Submitted(started, time.perf_counter() - t0, 0, error=type(exc).__name__)
-    latency = time.perf_counter() - t0
-    if resp.status_code != 200:
-        return Submitted(
-            started, latency, resp.status_code, error=resp.text[:200], upload=upload.name
-        )
-    return Submitted(started, latency, 200, resp.json()["task_id"], upload=upload.name)
+    latency, ok = time.perf_counter() - t0, resp.status_code == 200
+    task_id, error = (resp.json()["task_id"], None) if ok else (None, resp.text[:200])
+    return Submitted(started, latency, resp.status_code, task_id, error)
 
 
-def new_client(base_url: str, concurrency: int) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=base_url,
-        timeout=httpx.Timeout(120.0),
-        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-    )
-
-
-async def closed_loop(
-    base_url: str, uploads: list[Upload], concurrency: int, per_client: int, warmup: int = 0
+def submit_all(
+    base_url: str, uploads: list[Upload], clients: int, warmup: int = 0
 ) -> tuple[list[Submitted], float]:
-    """`concurrency` clients, each submitting `per_client` times back to back (after warm-up
-    requests that open the connections). Returns the timed submits and the wall time."""
-    async with new_client(base_url, concurrency) as client:
-        if warmup:
-            await asyncio.gather(
-                *(submit_one(client, uploads[i % len(uploads)]) for i in range(warmup))
-            )
-        results: list[Submitted] = []
-        gate = asyncio.Event()
+    """`clients` clients submit the uploads back to back, each taking the next one left, all
+    released together (after `warmup` requests that open the connections): a closed loop, a
+    burst (one client per upload) or a bounded pipeline. The timed submits and the wall time."""
 
-        async def one_client(k: int) -> None:
-            await gate.wait()
-            for j in range(per_client):
-                results.append(await submit_one(client, uploads[(k + j) % len(uploads)]))
+    async def main() -> tuple[list[Submitted], float]:
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(base_url=base_url, timeout=120.0, limits=limits) as http:
+            warm = (submit_one(http, uploads[i % len(uploads)]) for i in range(warmup))
+            await asyncio.gather(*warm)
+            left, gate = iter(uploads), asyncio.Event()
+            done: list[Submitted] = []
 
-        tasks = [asyncio.create_task(one_client(k)) for k in range(concurrency)]
-        await asyncio.sleep(0.05)
-        t0 = time.perf_counter()
-        gate.set()
-        await asyncio.gather(*tasks)
-        return results, time.perf_counter() - t0
+            async def one_client() -> None:
+                await gate.wait()
+                for upload in left:  # shared: each upload is sent once
+                    done.append(await submit_one(http, upload))
 
+            tasks = [asyncio.create_task(one_client()) for _ in range(clients)]
+            await asyncio.sleep(0.05)
+            t0 = time.perf_counter()
+            gate.set()
+            await asyncio.gather(*tasks)
+            return done, time.perf_counter() - t0
 
-async def all_at_once(base_url: str, uploads: list[Upload]) -> tuple[list[Submitted], float]:
-    """One client per upload, all released together (a burst); fresh connections."""
-    async with new_client(base_url, len(uploads)) as client:
-        gate = asyncio.Event()
-
-        async def one(upload: Upload) -> Submitted:
-            await gate.wait()
-            return await submit_one(client, upload)
-
-        tasks = [asyncio.create_task(one(u)) for u in uploads]
-        await asyncio.sleep(0.05)
-        t0 = time.perf_counter()
-        gate.set()
-        results = await asyncio.gather(*tasks)
-        return list(results), time.perf_counter() - t0
-
-
-async def bounded(
-    base_url: str, uploads: list[Upload], concurrency: int
-) -> tuple[list[Submitted], float]:
-    """Submit every upload once with at most `concurrency` in flight."""
-    async with new_client(base_url, concurrency) as client:
-        sem = asyncio.Semaphore(concurrency)
-
-        async def one(upload: Upload) -> Submitted:
-            async with sem:
-                return await submit_one(client, upload)
-
-        t0 = time.perf_counter()
-        results = await asyncio.gather(*(one(u) for u in uploads))
-        return list(results), time.perf_counter() - t0
-
-
-# --- completion -----------------------------------------------------------------------------------
+    return asyncio.run(main())
 
 
 @dataclass
 class Finished:
+    """A finished task as its record says (epoch seconds)."""
+
     task_id: str
     status: str
     created: float
@@ -165,34 +117,24 @@ class Finished:
     def queue_wait(self) -> float | None:
         return None if self.started is None else self.started - self.created
 
-    @property
-    def server_overhead(self) -> float | None:
-        if self.finished is None or self.processing is None:
-            return None
-        return self.finished - self.created - self.processing
-
-
-def _finished(task_id: str, raw: bytes) -> Finished:
-    rec = json.loads(raw)
-    return Finished(
-        task_id=task_id,
-        status=rec["status"],
-        created=parse_ts(rec["created_at"]) or 0.0,
-        started=parse_ts(rec.get("started_at")),
-        finished=parse_ts(rec.get("finished_at")),
-        processing=rec.get("processing_time"),
-        duration=rec.get("duration") or rec.get("audio_duration"),
-        worker=rec.get("worker_id"),
-        record=rec,
-    )
+    @classmethod
+    def of(cls, task_id: str, raw: bytes) -> Finished:
+        rec = json.loads(raw)
+        return cls(
+            task_id=task_id,
+            status=rec["status"],
+            created=parse_ts(rec["created_at"]) or 0.0,
+            started=parse_ts(rec.get("started_at")),
+            finished=parse_ts(rec.get("finished_at")),
+            processing=rec.get("processing_time"),
+            duration=rec.get("duration") or rec.get("audio_duration"),
+            worker=rec.get("worker_id"),
+            record=rec,
+        )
 
 
 def wait_all(
-    conn: redis.Redis,
-    task_ids: list[str],
-    timeout: float,
-    interval: float = 0.1,
-    on_progress: Any = None,
+    conn: redis.Redis, task_ids: list[str], timeout: float, interval: float = 0.1
 ) -> dict[str, Finished]:
     """Poll the task records until every task is done or failed (or `timeout` passes)."""
     pending = list(task_ids)
@@ -202,18 +144,14 @@ def wait_all(
         still = []
         for start in range(0, len(pending), 200):
             chunk = pending[start : start + 200]
-            for task_id, raw in zip(
-                chunk, conn.mget([f"asr:task:{t}" for t in chunk]), strict=True
-            ):
+            raws = conn.mget([f"asr:task:{t}" for t in chunk])
+            for task_id, raw in zip(chunk, raws, strict=True):
                 if raw is None:
                     continue  # deleted: nothing to wait for
-                status = json.loads(raw)["status"]
-                if status in ("done", "failed"):
-                    done[task_id] = _finished(task_id, raw)
+                if json.loads(raw)["status"] in ("done", "failed"):
+                    done[task_id] = Finished.of(task_id, raw)
                 else:
                     still.append(task_id)
-        if on_progress is not None:
-            on_progress(len(done))
         pending = still
         if pending:
             time.sleep(interval)
@@ -222,22 +160,17 @@ def wait_all(
 
 def record_of(conn: redis.Redis, task_id: str) -> Finished | None:
     raw = conn.get(f"asr:task:{task_id}")
-    return _finished(task_id, raw) if raw else None
+    return Finished.of(task_id, raw) if raw else None
 
 
-_ACCESS_MS = re.compile(r"POST /api/v1/asr/submit .*http=(\d+) ms=([\d.]+)")
+_ACCESS_MS = re.compile(r"POST /api/v1/asr/submit .*http=200 ms=([\d.]+)")
 
 
-def server_submit_ms(api_log: Path, offset: int) -> tuple[list[float], int]:
-    """The API's own time per submit (its access-log `ms=`), from byte `offset` of asr_api.log."""
+def server_submit_ms(api_log: Path, offset: int) -> list[float]:
+    """The API's own time per accepted submit (its access-log `ms=`), from byte `offset` on."""
     if not api_log.exists():
-        return [], offset
+        return []
     with api_log.open("rb") as f:
         f.seek(offset)
-        data = f.read()
-    values = [
-        float(m.group(2))
-        for m in _ACCESS_MS.finditer(data.decode("utf-8", "replace"))
-        if m.group(1) == "200"
-    ]
-    return values, offset + len(data)
+        text = f.read().decode("utf-8", "replace")
+    return [float(m.group(1)) for m in _ACCESS_MS.finditer(text)]

@@ -1,28 +1,29 @@
-"""Shared helpers: percentiles, /proc readers (RSS, CPU time), background-load watch, machine info.
+"""Shared helpers: /proc readers (RSS, CPU time), the background-load watch, machine info.
 
-Nothing here imports torch or FunASR: the driver stays a light process, and only the engine child
-(scripts/bench/child.py) and the worker processes load models.
+Nothing here imports torch or FunASR: the driver stays a light process; only the engine child
+(child.py) and the worker processes load models.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from scripts.bench.results import Cpu, Phase
+
 ROOT = Path(__file__).resolve().parents[2]
 HZ = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
+CHILD_PREFIX = "BENCH-JSON "  # marks the engine child's answers among FunASR's stdout lines
 
 
 def log(message: str) -> None:
@@ -30,68 +31,36 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-# --- statistics ---------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Linear-interpolated percentile (numpy's default), q in [0, 100]; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-def summary(values: Sequence[float], scale: float = 1.0, digits: int = 1) -> dict[str, Any]:
-    """n, mean, p50, p95, p99, min, max of `values` times `scale`, rounded."""
-
-    def r(x: float | None) -> float | None:
-        return None if x is None else round(x * scale, digits)
-
-    return {
-        "n": len(values),
-        "mean": r(sum(values) / len(values)) if values else None,
-        "p50": r(percentile(values, 50)),
-        "p95": r(percentile(values, 95)),
-        "p99": r(percentile(values, 99)),
-        "min": r(min(values)) if values else None,
-        "max": r(max(values)) if values else None,
-    }
-
-
 def parse_ts(value: str | None) -> float | None:
     """An ISO timestamp from a task record -> epoch seconds."""
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
 
 
-# --- /proc ---------------------------------------------------------------------------------------
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) of a process, in bytes; {} once it is gone."""
-    out: dict[str, int] = {}
+def dist(name: str) -> str | None:
+    """An installed distribution's version, None when it is not installed."""
     try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                if key in ("VmRSS", "VmHWM"):
-                    out[key] = int(rest.split()[0]) * 1024
-    except (FileNotFoundError, ProcessLookupError):
-        return {}
-    return out
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
-def rss_mb(pid: int) -> float | None:
-    value = proc_status(pid).get("VmRSS")
-    return None if value is None else round(value / 1024**2, 1)
+def _field(path: str, key: str) -> str | None:
+    """The value after `key:` on the first line that starts with it in a /proc text file."""
+    with suppress(OSError), open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith(key):
+                return line.split(":", 1)[1].strip()
+    return None
+
+
+def rss_mb(pid: int, key: str = "VmRSS") -> float | None:
+    """VmRSS (or VmHWM, the peak) of a process in MB; None once it is gone."""
+    value = _field(f"/proc/{pid}/status", key + ":")
+    return round(int(value.split()[0]) / 1024, 1) if value else None
 
 
 def hwm_mb(pid: int) -> float | None:
-    value = proc_status(pid).get("VmHWM")
-    return None if value is None else round(value / 1024**2, 1)
+    return rss_mb(pid, "VmHWM")
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -99,7 +68,7 @@ def proc_cpu_seconds(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
+    except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / HZ
 
@@ -108,115 +77,71 @@ def system_busy_seconds() -> float:
     """CPU seconds all cores spent busy since boot (not idle, not iowait)."""
     with open("/proc/stat", encoding="ascii") as f:
         parts = [int(x) for x in f.readline().split()[1:]]
-    idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
-    return (sum(parts[:8]) - idle) / HZ
+    return (sum(parts[:8]) - parts[3] - parts[4]) / HZ
 
 
 class CpuWatch:
-    """How many cores other people's processes used while a phase ran.
-
-    This machine is shared (other engineers run test suites on it), so every timed phase records
-    `foreign_cores`: system-wide busy CPU minus the CPU of this benchmark's own processes.
-    """
+    """How many cores other people's processes used while a phase ran: this machine is shared,
+    so every timed phase records system-wide busy CPU minus this benchmark's own processes'."""
 
     def __init__(self, pids: Iterable[int]) -> None:
         self.pids = [p for p in pids if p]
-        self.t0 = time.monotonic()
-        self.busy0 = system_busy_seconds()
+        self.t0, self.busy0 = time.monotonic(), system_busy_seconds()
         self.own0 = {p: proc_cpu_seconds(p) for p in self.pids}
 
-    def stop(self) -> dict[str, float]:
+    def stop(self) -> Cpu:
         wall = max(time.monotonic() - self.t0, 1e-6)
-        busy = system_busy_seconds() - self.busy0
         own = sum(max(0.0, proc_cpu_seconds(p) - self.own0[p]) for p in self.pids)
-        return {
-            "wall_s": round(wall, 2),
-            "own_cores": round(own / wall, 2),
-            "foreign_cores": round(max(0.0, busy - own) / wall, 2),
-        }
+        foreign = max(0.0, system_busy_seconds() - self.busy0 - own) / wall
+        return Cpu(
+            wall_s=round(wall, 2), own_cores=round(own / wall, 2), foreign_cores=round(foreign, 2)
+        )
 
 
 def wait_quiet(own_pids: Iterable[int], max_wait_s: float, threshold: float = 0.3) -> float:
     """Wait (at most max_wait_s) until others use < `threshold` cores for 2 s; return their load."""
-    pids = list(own_pids)
-    deadline = time.monotonic() + max_wait_s
-    quiet_windows = 0
-    load = 0.0
+    pids, deadline, quiet = list(own_pids), time.monotonic() + max_wait_s, 0
     while True:
         watch = CpuWatch(pids)
         time.sleep(1.0 if max_wait_s > 0 else 0.3)
-        load = watch.stop()["foreign_cores"]
-        quiet_windows = quiet_windows + 1 if load < threshold else 0
-        if quiet_windows >= 2 or time.monotonic() >= deadline:
+        load = watch.stop().foreign_cores
+        quiet = quiet + 1 if load < threshold else 0
+        if quiet >= 2 or time.monotonic() >= deadline:
             return load
 
 
-# --- machine and versions -------------------------------------------------------------------------
+@contextmanager
+def phase(own_pids: Iterable[int], quiet_s: float) -> Iterator[Phase]:
+    """Wait for a quiet machine, then watch the CPU while the body runs: a figure's `Phase`."""
+    pids = list(own_pids)
+    measured = Phase(background_cores_before=wait_quiet(pids, quiet_s))
+    watch = CpuWatch(pids)
+    yield measured
+    measured.cpu = watch.stop()
 
 
-def _dist(name: str) -> str | None:
+def _run(*cmd: str) -> str | None:
+    """A command's stdout (right-stripped: porcelain lines start with a space), None on failure."""
     try:
-        return version(name)
-    except PackageNotFoundError:
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
         return None
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _mem_total_gb() -> float | None:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return round(int(line.split()[1]) / 1024**2, 1)
-    except OSError:
-        pass
-    return None
-
-
-def _redis_server_version() -> str | None:
-    binary = shutil.which("redis-server")
-    if not binary:
-        return None
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
-    for part in out.stdout.split():
-        if part.startswith("v="):
-            return part[2:]
-    return out.stdout.strip() or None
+    return out.stdout.rstrip() if out.returncode == 0 else None
 
 
 def _git() -> dict[str, Any]:
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(
-                ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False, timeout=10
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        # rstrip only: porcelain lines start with a space (" M path"), which line[3:] relies on.
-        return out.stdout.rstrip() if out.returncode == 0 else None
-
-    status = git("status", "--porcelain", "--untracked-files=no")
-    commit = git("rev-parse", "HEAD")
+    status, commit = _run("git", "status", "--porcelain", "-uno"), _run("git", "rev-parse", "HEAD")
     if commit is None and os.environ.get("BENCH_GIT_COMMIT"):
         # A copy of the tree without .git (a GPU box): the caller says which commit it is.
+        env = os.environ.get
         return {
-            "commit": os.environ["BENCH_GIT_COMMIT"],
-            "branch": os.environ.get("BENCH_GIT_BRANCH"),
-            "dirty": os.environ.get("BENCH_GIT_DIRTY") == "1",
+            "commit": env("BENCH_GIT_COMMIT"),
+            "branch": env("BENCH_GIT_BRANCH"),
+            "dirty": env("BENCH_GIT_DIRTY") == "1",
         }
     return {
         "commit": commit,
-        "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+        "branch": _run("git", "rev-parse", "--abbrev-ref", "HEAD"),
         "dirty": bool(status) if status is not None else None,
         "modified_files": [line[3:] for line in (status or "").splitlines()],
     }
@@ -224,34 +149,39 @@ def _git() -> dict[str, Any]:
 
 def machine_info() -> dict[str, Any]:
     """Date, machine, versions and commit: the header of every report."""
+    mem_kb = _field("/proc/meminfo", "MemTotal:")
+    redis_server = (_run("redis-server", "--version") or "").split()
+    names = (
+        "torch",
+        "funasr",
+        "rq",
+        "redis-py",
+        "redis-server",
+        "fastapi",
+        "uvicorn",
+        "httpx",
+        "av",
+    )
+    versions = {n: dist(n.removesuffix("-py")) for n in names}
+    versions["redis-server"] = next((p[2:] for p in redis_server if p.startswith("v=")), None)
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": platform.node(),
         "machine": {
             "cpus": os.cpu_count(),
-            "cpu_model": _cpu_model(),
-            "memory_gb": _mem_total_gb(),
+            "cpu_model": _field("/proc/cpuinfo", "model name") or "unknown",
+            "memory_gb": round(int(mem_kb.split()[0]) / 1024**2, 1) if mem_kb else None,
             "kernel": platform.release(),
             "os": platform.platform(terse=True),
             "loadavg_at_start": os.getloadavg(),
         },
-        "versions": {
-            "python": platform.python_version(),
-            "torch": _dist("torch"),
-            "funasr": _dist("funasr"),
-            "rq": _dist("rq"),
-            "redis-py": _dist("redis"),
-            "redis-server": _redis_server_version(),
-            "fastapi": _dist("fastapi"),
-            "uvicorn": _dist("uvicorn"),
-            "httpx": _dist("httpx"),
-            "av": _dist("av"),
-        },
+        "versions": {"python": platform.python_version(), **versions},
         "git": _git(),
     }
 
 
 def dump_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (a reader never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

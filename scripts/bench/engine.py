@@ -1,88 +1,71 @@
 """Figure 3: engine speed (RTF) of the real Paraformer-zh architecture, several batch_size_s.
 
-The published SeACo-Paraformer weights are not on these machines (no model hub), so the ASR
-model is `tests/support/tiny_models.build_seaco_paraformer(size="full")`: FunASR's own
-SeacoParaformer with the published dimensions (50-block SANM encoder, 16-block decoder, d=512,
-vocab 8404; ~1 GB model.pt), randomly initialised. With real weights, `--asr-model DIR` uses
-them instead. VAD is the genuine FSMN-VAD; punctuation is the tiny CT-Transformer (the real
-one is a 471k-word vocab model, so the punctuation share here is understated).
-
-A random model emits a different number of tokens per second than a trained one, which changes
-the decoder's work; `chars_per_audio_s` is reported so the reader can compare (a trained
-Mandarin model emits about 4-5 characters per second of speech).
-
-RTF = wall time of `SpeechRecognizer.recognize(path)` / audio duration (decode, VAD, ASR,
-punctuation), after one warm-up call; best and median of `reps`.
+The published weights are not on these machines, so the ASR model is FunASR's SeacoParaformer
+with the published dimensions, randomly initialised (tests/support/tiny_models.py, "full");
+`--asr-model DIR` uses real weights instead. RTF = wall time of `recognize(path)` / audio length.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scripts.bench.common import CpuWatch, log, wait_quiet
+from scripts.bench.common import log, phase
+from scripts.bench.results import Config, EngineFigure, EngineModel, Phase
 from scripts.bench.stack import Child
 
 
-def run(
-    child: Child,
-    dirs: dict[str, str],
-    *,
-    device: str,
-    threads: int,
-    clips: dict[int, Path],
-    batch_sizes: list[int],
-    reps: int,
-    reps_long: int,
-    own_pids: list[int],
-    quiet_s: float,
-    random_weights: bool,
-    size: str,
-) -> dict[str, Any]:
-    loaded = child.call(cmd="load", name="engine", dirs=dirs, device=device, threads=threads)
-    log(
-        f"engine: {size} model ({loaded['asr_params_m']} M params) loaded on "
-        f"{loaded['device_name']} in {loaded['load_s']} s"
-    )
-    background = wait_quiet(own_pids, quiet_s)
-    watch = CpuWatch(own_pids)
-    warm = clips[min(clips)]
-    res = child.call(
-        cmd="rtf",
-        name="engine",
-        clips=[[s, str(p)] for s, p in sorted(clips.items())],
-        batch_sizes=batch_sizes,
-        reps=reps,
-        reps_long=reps_long,
-        warmup=str(warm),
-    )
-    cpu = watch.stop()
-    child.call(cmd="unload", name="engine")
-    for row in res["rows"]:
-        log(
-            f"engine {row['clip_s']} s clip, batch_size_s={row['batch_size_s']}: RTF best "
-            f"{row['rtf_best']}, median {row['rtf_median']}"
+@dataclass
+class EngineRun:
+    """The engine child, and the device, threads and machine the engine figures run on."""
+
+    child: Child
+    device: str
+    threads: int
+    own_pids: list[int]
+    quiet_s: float
+
+    def measure(
+        self, name: str, dirs: dict[str, str], **cmd: Any
+    ) -> tuple[dict[str, Any], dict[str, Any], Phase]:
+        """Load a model in the child, run one command on a quiet machine, unload the model."""
+        loaded = self.child.call(
+            cmd="load", name=name, dirs=dirs, device=self.device, threads=self.threads
         )
-    return {
-        "device": loaded["device"],
-        "device_name": loaded["device_name"],
-        "torch_threads": loaded["torch_threads"],
-        "model": {
-            "size": size,
-            "random_weights": random_weights,
-            "asr_params_m": loaded["asr_params_m"],
-            "asr_model_pt_mb": loaded["asr_model_pt_mb"],
-            "asr_dir": dirs["asr"],
-        },
-        "load_s": loaded["load_s"],
-        "process_rss_mb_after_load": loaded["rss_mb"],
-        "gpu_mb_after_load": loaded.get("gpu_allocated_mb"),
-        "gpu_peak_allocated_mb": res.get("gpu_peak_allocated_mb"),
-        "gpu_reserved_mb": res.get("gpu_reserved_mb"),
-        "rss_mb_before_trim": res.get("rss_mb_before_trim"),
-        "rss_mb_after_trim": res.get("rss_mb_after_trim"),
-        "warmup_s": res["warmup_s"],
-        "rows": res["rows"],
-        "background_cores_before": background,
-        "cpu": cpu,
+        with phase(self.own_pids, self.quiet_s) as measured:
+            res = self.child.call(name=name, **cmd)
+        self.child.call(cmd="unload", name=name)
+        return loaded, res, measured
+
+
+def rtf(
+    run: EngineRun, dirs: dict[str, str], size: str, clips: dict[int, Path], cfg: Config
+) -> EngineFigure:
+    """The RTF grid: every clip at every batch_size_s, after one warm-up call."""
+    clip_list, warmup = [[s, str(p)] for s, p in sorted(clips.items())], str(clips[min(clips)])
+    grid = {
+        "batch_sizes": cfg.engine_batches,
+        "reps": cfg.engine_reps,
+        "reps_long": cfg.engine_reps_long,
     }
+    loaded, res, measured = run.measure(
+        "engine", dirs, cmd="rtf", clips=clip_list, warmup=warmup, **grid
+    )
+    fig = EngineFigure(
+        model=EngineModel(
+            size=size,
+            random_weights=size != "real",
+            asr_params_m=loaded["asr_params_m"],
+            asr_model_pt_mb=loaded["asr_model_pt_mb"],
+            asr_dir=dirs["asr"],
+        ),
+        process_rss_mb_after_load=loaded["rss_mb"],
+        gpu_mb_after_load=loaded.get("gpu_allocated_mb"),
+        **{k: loaded[k] for k in ("device", "device_name", "torch_threads", "load_s")},
+        **{k: res.get(k) for k in EngineFigure.model_fields if k in res},
+        **dict(measured),
+    )
+    for r in fig.rows:
+        log(f"engine {r.clip_s} s, batch_size_s={r.batch_size_s}: RTF {r.rtf_best}, {r.rtf_median}")
+    return fig

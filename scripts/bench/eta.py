@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from scripts.bench.client import SUBMIT, Upload, wait_all
 from scripts.bench.common import ROOT, machine_info
 from scripts.bench.stack import voice_note
 from scripts.soak import Stack
@@ -32,74 +33,50 @@ from src.results import stats
 from tests.support.audio_samples import SPEECH_WAV, make_long
 
 
-def submit(client: httpx.Client, clip: Path) -> dict[str, Any]:
-    with open(clip, "rb") as fh:
-        resp = client.post("/api/v1/asr/submit", files={"audio": (clip.name, fh, "audio/ogg")})
-    resp.raise_for_status()
-    return resp.json()
-
-
-def wait_done(client: httpx.Client, task_ids: list[str], timeout: float) -> dict[str, float]:
-    """Wall-clock time (epoch seconds) at which each task was first seen finished."""
-    finished: dict[str, float] = {}
-    deadline = time.monotonic() + timeout
-    while len(finished) < len(task_ids) and time.monotonic() < deadline:
-        for task_id in task_ids:
-            if task_id in finished:
-                continue
-            body = client.get(f"/api/v1/asr/result/{task_id}").json()
-            if body["status"] in ("done", "failed"):
-                ended = body.get("finished_at")
-                finished[task_id] = (
-                    datetime.fromisoformat(ended).timestamp() if ended else time.time()
-                )
-        time.sleep(0.2)
-    return finished
-
-
 def ratios(pairs: list[tuple[float, float]]) -> dict[str, float]:
     """Estimate / actual, over tasks that waited at least 2 s (shorter ones are all noise)."""
-    values = [est / act for est, act in pairs if act >= 2]
-    return {
-        "median": round(statistics.median(values), 2),
-        "p10": round(sorted(values)[len(values) // 10], 2),
-        "p90": round(sorted(values)[len(values) * 9 // 10], 2),
-        "n": len(values),
-    }
+    values = sorted(est / act for est, act in pairs if act >= 2)
+    at = {"median": statistics.median(values), "p10": values[len(values) // 10]}
+    at["p90"] = values[len(values) * 9 // 10]
+    return {k: round(v, 2) for k, v in at.items()} | {"n": len(values)}
 
 
 def run(jobs: int, workers: int, base: Path, warm_long: int) -> dict[str, Any]:
     stack = Stack(base)
     try:
         stack.start(workers)
-        note = voice_note(15, base / "clips")
+        note = Upload.of(voice_note(15, base / "clips"))
+        conn = stack.conn()
         with httpx.Client(base_url=stack.api.url, timeout=30) as client:
-            warm = [submit(client, note)["task_id"] for _ in range(8)]
+
+            def submit(upload: Upload) -> dict[str, Any]:
+                resp = client.post(SUBMIT, content=upload.body, headers=upload.headers)
+                return resp.raise_for_status().json()
+
+            warm = [submit(note)["task_id"] for _ in range(8)]
             if warm_long:  # a history that holds long recordings too, as a real one does
-                long_clip = make_long(SPEECH_WAV, base / "clips", seconds=300, fmt="flac")
-                warm += [submit(client, long_clip)["task_id"] for _ in range(warm_long)]
-            wait_done(client, warm, 120)
-            conn = stack.conn()
-            ready = workers
+                long_clip = Upload.of(make_long(SPEECH_WAV, base / "clips", seconds=300))
+                warm += [submit(long_clip)["task_id"] for _ in range(warm_long)]
+            wait_all(conn, warm, 120)
             rows: list[dict[str, Any]] = []
             for _ in range(jobs):
                 values = stats.read(conn)
                 old_per_job = values.get("processing_seconds", 0.0) / max(values["done"], 1)
-                sent = time.time()
-                body = submit(client, note)
-                ahead = body["position"] or 1
+                sent, body = time.time(), submit(note)
                 rows.append(
                     {
                         "task_id": body["task_id"],
                         "sent": sent,
                         "position": body["position"],
                         "estimate": body["estimated_wait"],
-                        "old_estimate": math.ceil(ahead * old_per_job / ready),
+                        "old_estimate": math.ceil((body["position"] or 1) * old_per_job / workers),
                     }
                 )
-            finished = wait_done(client, [r["task_id"] for r in rows], 900)
+        finished = wait_all(conn, [r["task_id"] for r in rows], 900, 0.2)
         for row in rows:
-            row["actual"] = round(finished[row["task_id"]] - row["sent"], 2)
+            row["actual"] = round(
+                (finished[row["task_id"]].finished or time.time()) - row["sent"], 2
+            )
         deepest = max(rows, key=lambda r: r["position"] or 0)
         return {
             "date": datetime.now().isoformat(timespec="minutes"),
@@ -117,7 +94,7 @@ def run(jobs: int, workers: int, base: Path, warm_long: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--jobs", type=int, default=150)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--warm-long", type=int, default=0, help="300 s clips in the warm-up")

@@ -8,81 +8,44 @@ genuine FSMN-VAD files are carried in `.whl/vad-fsmn/` (the box cannot `pip down
         --target /tmp/site .whl/*.whl
     PYTHONPATH=/tmp/site:. python3 scripts/bench/gpu_engine.py --device cuda --out $OUT
 
-What it does, all in one process:
-
-1. builds the models under `--work`: `tests/support/tiny_models.build_seaco_paraformer(
-   size="full")` (FunASR's SeacoParaformer with the published dimensions, randomly initialised
-   from a fixed seed), the tiny CT-punc (`build_ct_punc`), and copies the genuine FSMN-VAD dir;
-2. loops the committed `tests/fixtures/speech_pause_speech.wav` (speech, pause, speech; 16 kHz)
-   to 10 s, 60 s and 300 s WAV clips (stdlib `wave`, no PyAV needed to write them);
-3. loads the project's `src.asr.recognizer.SpeechRecognizer` (FunASR `AutoModel` with the
-   VAD and punctuation models) on `--device`, timing the load;
-4. after one warm-up call, times `recognize(path, batch_size_s=B)` for every clip and B in
-   `--batch-sizes` (`--reps` times each; best and median kept), with `torch.cuda.synchronize()`
-   around each call and the CUDA allocator's peak per cell; RTF = wall time / audio seconds,
-   split into decode (PyAV), VAD, ASR and post-ASR (punctuation + assembly) from the
-   recognizer's progress events; one extra row uses the service's default hotwords
-   (`src/asr/hotwords.txt`, SeACo biasing on);
-5. on a GPU run, loads the same models on the CPU and times one clip there too, if the time
-   budget allows;
-6. writes `<out>/gpu_engine.json` and prints a table.
-
-If PyAV cannot be imported, a stand-in `av` module lets `src.media.audio` import, and the clips
-are passed as float32 arrays (decode excluded; `input` says which). The random model emits
-random characters, at a rate unlike a trained model's: `chars_per_audio_s` is reported.
-
-`--quick`: one 10 s clip, one batch size, one rep (to prove the chain on a CPU box).
+In one process: build the models under `--work` (tests/support/tiny_models.py; the VAD copied),
+loop tests/fixtures/speech_pause_speech.wav to 10/60/300 s WAV clips, load the recognizer (timed),
+warm up, then time `recognize(path, batch_size_s=B)` for every clip and B with the engine child's
+functions (child.py: best/median of `--reps`, stage split, CUDA peak per cell), one row with the
+service's default hotwords (SeACo biasing on), and, if `--budget-s` allows, one clip on the CPU.
+Writes `<out>/gpu_engine.json`. Without PyAV a stand-in `av` lets `src.media.audio` import and
+the clips go in as float32 arrays (decode excluded; `input` says so). `--quick`: one 10 s clip,
+one batch size, one rep (to prove the chain on a CPU box).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
 import shutil
-import statistics
 import sys
 import time
 import types
-import wave
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))
 
-FIXTURE_WAV = ROOT / "tests" / "fixtures" / "speech_pause_speech.wav"
-CARRIED_VAD = ROOT / ".whl" / "vad-fsmn"
-HOTWORDS_FILE = ROOT / "src" / "asr" / "hotwords.txt"
+from scripts.bench.common import dist, log  # noqa: E402
+
 T0 = time.perf_counter()
-
-
-def log(message: str) -> None:
-    print(f"[gpu_engine {time.perf_counter() - T0:7.1f}s] {message}", flush=True)
-
-
-def elapsed() -> float:
-    return time.perf_counter() - T0
-
-
-# --- environment -----------------------------------------------------------------------------
 
 
 def cpu_budget() -> dict[str, Any]:
     """CPUs this process may really use: affinity, capped by a cgroup v2 quota if any."""
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = os.cpu_count() or 1
-    quota = None
-    try:
-        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if text and text[0] != "max":
-            quota = float(text[0]) / float(text[1])
-    except (OSError, ValueError, IndexError):
-        pass
+    affinity, quota = len(os.sched_getaffinity(0)), None
+    cpu_max = Path("/sys/fs/cgroup/cpu.max")
+    if cpu_max.is_file() and (parts := cpu_max.read_text().split())[0] != "max":
+        quota = float(parts[0]) / float(parts[1])
     usable = affinity if quota is None else max(1, min(affinity, int(quota)))
     return {
         "os_cpu_count": os.cpu_count(),
@@ -92,316 +55,138 @@ def cpu_budget() -> dict[str, Any]:
     }
 
 
-def dist_version(name: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
+def check_av() -> str | None:
+    """Why PyAV cannot be used (after installing a stand-in `av` for `src.media.audio`), or None."""
     try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
-
-
-def fbank_backend() -> str:
-    """Which fbank FunASR's WavFrontend uses: torchaudio's, else kaldi-native-fbank."""
-    from funasr.utils import fbank
-
-    if getattr(fbank, "_HAS_TORCHAUDIO", False):
-        return "torchaudio"
-    return "kaldi-native-fbank" if getattr(fbank, "_knf", None) is not None else "none"
-
-
-def import_recognizer() -> tuple[Any, Any, Any, str, str | None]:
-    """(SpeechRecognizer, Stage, read_hotwords_file, input mode, why PyAV is missing)."""
-    why = None
-    try:
-        import av
         import av.audio.resampler
         import av.container
-        import av.logging  # noqa: F401
-
-        mode = "path"
+        import av.logging
     except Exception as exc:  # ImportError, or OSError from a bundled library
-        why = f"{type(exc).__name__}: {exc}"
         for name in [m for m in sys.modules if m == "av" or m.startswith("av.")]:
             del sys.modules[name]
-        _install_av_stand_in()
-        mode = "array"
-    from src.asr.hotwords import read_hotwords_file
-    from src.asr.recognizer import SpeechRecognizer, Stage
 
-    return SpeechRecognizer, Stage, read_hotwords_file, mode, why
-
-
-def _install_av_stand_in() -> None:
-    """Just enough of `av` for `src.media.audio` to import; decoding is never called."""
-
-    class _Missing:
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
+        def missing(*args: Any, **kwargs: Any) -> None:
             raise RuntimeError("PyAV is not installed (stand-in module)")
 
-    av = types.ModuleType("av")
-    av.__version__ = "0.0.0-stand-in"
-    av.FFmpegError = type("FFmpegError", (Exception,), {})
-    av.time_base = 1_000_000
-    av.open = _Missing
-    av_logging = types.ModuleType("av.logging")
-    av_logging.set_level = lambda level: None
-    av_audio = types.ModuleType("av.audio")
-    av_resampler = types.ModuleType("av.audio.resampler")
-    av_resampler.AudioResampler = _Missing
-    av_container = types.ModuleType("av.container")
-    av_container.InputContainer = _Missing
-    av.logging, av.audio, av.container = av_logging, av_audio, av_container
-    av_audio.resampler = av_resampler
-    sys.modules.update(
-        {
-            "av": av,
-            "av.logging": av_logging,
-            "av.audio": av_audio,
-            "av.audio.resampler": av_resampler,
-            "av.container": av_container,
-        }
-    )
+        names = ("av", "av.logging", "av.audio", "av.audio.resampler", "av.container")
+        av, logging, audio, resampler, container = (types.ModuleType(n) for n in names)
+        av.__dict__.update(__version__="0.0.0-stand-in", time_base=1_000_000, open=missing)
+        av.__dict__.update(FFmpegError=type("FFmpegError", (Exception,), {}), logging=logging)
+        av.__dict__.update(audio=audio, container=container)
+        logging.__dict__.update(set_level=lambda level: None)
+        audio.__dict__.update(resampler=resampler)
+        resampler.__dict__.update(AudioResampler=missing)
+        container.__dict__.update(InputContainer=missing)
+        sys.modules.update(zip(names, (av, logging, audio, resampler, container), strict=True))
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
-# --- models and clips ------------------------------------------------------------------------
+def build_models(
+    work: Path, size: str, vad_dir: str | None
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """The random-weight ASR and punctuation models, and a genuine FSMN-VAD dir copied from
+    --vad-dir, .whl/vad-fsmn or the test cache."""
+    from tests.support.tiny_models import VAD_FILES, build_ct_punc, build_seaco_paraformer
+
+    tried = [Path(vad_dir)] if vad_dir else []
+    tried += [
+        ROOT / ".whl" / "vad-fsmn",
+        *(ROOT / "tests" / ".cache" / "models").glob("*/vad-fsmn"),
+    ]
+    vad_src = next((d for d in tried if all((d / f).is_file() for f in VAD_FILES)), None)
+    if vad_src is None:
+        raise SystemExit(f"no FSMN-VAD dir in {[str(d) for d in tried]}; pass --vad-dir")
+    t0, models, info = time.perf_counter(), work / "models", {"asr_build_s": "cached"}
+    dirs = {
+        "asr": models / f"asr-seaco-{size}",
+        "vad": models / "vad-fsmn",
+        "punc": models / "punc-ct-tiny",
+    }
+    if not (dirs["asr"] / "model.pt").is_file():
+        shutil.rmtree(dirs["asr"], ignore_errors=True)
+        build_seaco_paraformer(dirs["asr"], size=size)  # type: ignore[arg-type]
+        info["asr_build_s"] = round(time.perf_counter() - t0, 2)
+    if not (dirs["punc"] / "model.pt").is_file():
+        build_ct_punc(dirs["punc"])
+    shutil.copytree(vad_src, dirs["vad"], dirs_exist_ok=True)
+    info["asr_model_pt_mb"] = round((dirs["asr"] / "model.pt").stat().st_size / 1024**2, 1)
+    info |= {"vad_source": str(vad_src), "build_total_s": round(time.perf_counter() - t0, 2)}
+    return dirs, info | {"size": size, "random_weights": True}
 
 
-def find_vad_dir(explicit: str | None) -> Path:
-    """--vad-dir, else the carried copy in .whl/vad-fsmn, else a local test cache."""
-    files = ("am.mvn", "config.yaml", "configuration.json", "model.pt")
-    candidates = [Path(explicit)] if explicit else []
-    candidates.append(CARRIED_VAD)
-    candidates += sorted((ROOT / "tests" / ".cache" / "models").glob("*/vad-fsmn"))
-    for cand in candidates:
-        if all((cand / f).is_file() for f in files):
-            return cand
-    raise SystemExit(
-        f"no FSMN-VAD dir found (tried {[str(c) for c in candidates]}); copy "
-        "tests/.cache/models/<key>/vad-fsmn into .whl/vad-fsmn or pass --vad-dir"
-    )
-
-
-def build_models(work: Path, size: str, vad_src: Path) -> tuple[dict[str, Path], dict[str, Any]]:
-    from tests.support.tiny_models import build_ct_punc, build_seaco_paraformer
-
-    models = work / "models"
-    asr = models / f"asr-seaco-{size}"
-    punc = models / "punc-ct-tiny"
-    vad = models / "vad-fsmn"
-    info: dict[str, Any] = {}
-    if not (asr / "model.pt").is_file():
-        if asr.exists():
-            shutil.rmtree(asr)
-        t = time.perf_counter()
-        build_seaco_paraformer(asr, size=size)
-        info["asr_build_s"] = round(time.perf_counter() - t, 2)
-    else:
-        info["asr_build_s"] = "cached"
-    if not (punc / "model.pt").is_file():
-        build_ct_punc(punc)
-    if not (vad / "model.pt").is_file():
-        shutil.copytree(vad_src, vad, dirs_exist_ok=True)
-    info["asr_model_pt_mb"] = round((asr / "model.pt").stat().st_size / 1024**2, 1)
-    info["vad_source"] = str(vad_src)
-    return {"asr": asr, "vad": vad, "punc": punc}, info
-
-
-def read_wav(path: Path) -> tuple[Any, int]:
+def make_clip(seconds: int, dest_dir: Path, arrays: bool) -> Any:
+    """The fixture looped to `seconds`: a 16 kHz mono WAV's path, or its float32 samples."""
     import numpy as np
 
-    with wave.open(str(path), "rb") as w:
-        if w.getsampwidth() != 2:
-            raise SystemExit(f"{path}: expected 16-bit PCM")
-        rate, channels = w.getframerate(), w.getnchannels()
-        data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-    return data.reshape(-1, channels)[:, 0].copy(), rate
+    from tests.support.audio_samples import SPEECH_WAV, read_wav, write_wav
 
-
-def make_clip(seconds: int, dest_dir: Path) -> tuple[Path, Any]:
-    """The fixture looped to `seconds`: a 16 kHz mono WAV, and the same as float32 samples."""
-    import numpy as np
-
-    samples, rate = read_wav(FIXTURE_WAV)
-    if rate != 16000:
-        raise SystemExit(f"{FIXTURE_WAV}: expected 16 kHz, got {rate}")
-    reps = int(np.ceil(seconds * rate / len(samples)))
-    looped = np.tile(samples, reps)[: seconds * rate]
+    samples, rate = read_wav(SPEECH_WAV)
+    looped = np.tile(samples, -(-seconds * rate // len(samples)))[: seconds * rate]
+    if arrays:
+        return looped.astype(np.float32) / 32768.0
     dest_dir.mkdir(parents=True, exist_ok=True)
-    dest = dest_dir / f"voice_{seconds}s.wav"
-    with wave.open(str(dest), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(looped.astype("<i2").tobytes())
-    return dest, (looped.astype(np.float32) / 32768.0)
-
-
-# --- timing ----------------------------------------------------------------------------------
+    return str(write_wav(looped, rate, dest_dir / f"voice_{seconds}s.wav"))
 
 
 class Bench:
-    def __init__(self, rec: Any, stage: Any, device: str, mode: str) -> None:
-        self.rec, self.stage, self.device, self.mode = rec, stage, device, mode
+    """One recognizer loaded on a device, timed with the engine child's functions."""
 
-    @property
-    def cuda(self) -> bool:
-        return self.device.startswith("cuda")
+    def __init__(self, dirs: dict[str, Path], device: str, threads: int, warm_clip: Any) -> None:
+        import torch
 
-    def sync(self) -> None:
-        if self.cuda:
-            import torch
+        from scripts.bench import child
 
-            torch.cuda.synchronize()
-
-    def call(self, clip: tuple[Path, Any], batch_size_s: int, hotwords: list[str]) -> Any:
-        audio = str(clip[0]) if self.mode == "path" else clip[1]
-        return self.rec.recognize(audio, batch_size_s=batch_size_s, hotwords=hotwords)
-
-    def timed(self, clip: tuple[Path, Any], batch_size_s: int, hotwords: list[str]) -> dict:
-        marks: dict[str, float] = {}
-        st = self.stage
-
-        def progress(stage: Any, _fraction: float) -> None:
-            marks.setdefault(stage.value, time.perf_counter())
-
-        audio = str(clip[0]) if self.mode == "path" else clip[1]
-        self.sync()
-        cpu0 = time.process_time()
-        t0 = time.perf_counter()
-        tr = self.rec.recognize(
-            audio, batch_size_s=batch_size_s, hotwords=hotwords, progress=progress
-        )
-        self.sync()
-        wall = time.perf_counter() - t0
-        vad_t0 = marks.get(st.VAD.value, t0)
-        asr_t0 = marks.get(st.RECOGNITION.value, t0)
-        punc_t0 = marks.get(st.PUNCTUATION.value, t0 + wall)
-        return {
-            "wall_s": wall,
-            "cpu_s": time.process_time() - cpu0,
-            "duration": tr.duration,
-            "decode_s": vad_t0 - t0,
-            "vad_s": asr_t0 - vad_t0,
-            "asr_s": punc_t0 - asr_t0,
-            "post_asr_s": t0 + wall - punc_t0,
-            "chars": len(tr.text.replace(" ", "")),
-            "segments": len(tr.speech_segments),
-            "sentences": len(tr.sentences),
+        self.child = child
+        self.rec, took = child.load(dirs, device, threads)
+        self.device, gpu = self.rec.device, child.gpu_mb(self.rec.device)
+        self.load = {
+            "device": self.device,
+            "load_s": round(took, 3),
+            "recognizer_load_time_s": round(self.rec.load_time, 3),
+            "torch_threads": torch.get_num_threads(),
+            "asr_params_m": child.params_m(self.rec),
+            "asr_param_dtype": str(next(self.rec._model.model.parameters()).dtype),
         }
+        if gpu:
+            self.load["gpu_allocated_after_load_mb"] = gpu["gpu_allocated_mb"]
+            self.load["gpu_peak_during_load_mb"] = gpu["gpu_peak_allocated_mb"]
+        t0 = time.perf_counter()
+        child.timed(self.rec, warm_clip, 300)
+        self.warmup_s = round(time.perf_counter() - t0, 3)
+        log(f"loaded: {self.load}, warm-up {self.warmup_s} s")
 
     def cell(
-        self,
-        seconds: int,
-        clip: tuple[Path, Any],
-        batch_size_s: int,
-        reps: int,
-        hotwords: list[str],
-        max_cell_s: float = 20.0,
+        self, seconds: int, clip: Any, batch: int, reps: int, hotwords: list[str]
     ) -> dict[str, Any]:
-        peak = None
-        if self.cuda:
-            import torch
+        import torch
 
+        cuda, mb = self.device.startswith("cuda"), 1024**2
+        if cuda:
             torch.cuda.reset_peak_memory_stats()
-        runs = [self.timed(clip, batch_size_s, hotwords)]
-        # Further reps only while the cell stays short (the 300 s clip on a CPU is slow).
-        while len(runs) < reps and sum(r["wall_s"] for r in runs) < max_cell_s:
-            runs.append(self.timed(clip, batch_size_s, hotwords))
-        if self.cuda:
-            import torch
-
-            peak = {
-                "max_allocated_mb": round(torch.cuda.max_memory_allocated() / 1024**2, 1),
-                "max_reserved_mb": round(torch.cuda.max_memory_reserved() / 1024**2, 1),
-            }
-        walls = sorted(r["wall_s"] for r in runs)
-        best = min(runs, key=lambda r: r["wall_s"])
-        return {
+        row = {
             "device": self.device,
             "clip_s": seconds,
-            "batch_size_s": batch_size_s,
+            "batch_size_s": batch,
             "hotwords": len(hotwords),
-            "reps": len(runs),
-            "rtf_best": round(best["wall_s"] / best["duration"], 5),
-            "rtf_median": round(statistics.median(walls) / best["duration"], 5),
-            "wall_s_all": [round(w, 4) for w in walls],
-            "cpu_s_best": round(best["cpu_s"], 3),
-            "decode_s": round(best["decode_s"], 4),
-            "vad_s": round(best["vad_s"], 4),
-            "asr_s": round(best["asr_s"], 4),
-            "post_asr_s": round(best["post_asr_s"], 4),
-            "chars_per_audio_s": round(best["chars"] / best["duration"], 2),
-            "segments": best["segments"],
-            "sentences": best["sentences"],
-            "gpu_peak": peak,
         }
-
-
-def load(cls: Any, dirs: dict[str, Path], device: str, threads: int) -> tuple[Any, dict[str, Any]]:
-    import torch
-
-    cuda = device.startswith("cuda")
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    rec = cls(
-        asr_model=str(dirs["asr"]),
-        vad_model=str(dirs["vad"]),
-        punc_model=str(dirs["punc"]),
-        model_root=dirs["asr"].parent,
-        device=device,
-        cpu_threads=threads,
-    )
-    if cuda:
-        torch.cuda.synchronize()
-    info: dict[str, Any] = {
-        "device": rec.device,
-        "load_s": round(time.perf_counter() - t0, 3),
-        "recognizer_load_time_s": round(rec.load_time, 3),
-        "torch_threads": torch.get_num_threads(),
-        "asr_params_m": round(sum(p.numel() for p in rec._model.model.parameters()) / 1e6, 1),
-        "asr_param_dtype": str(next(rec._model.model.parameters()).dtype),
-    }
-    if cuda:
-        info["gpu_allocated_after_load_mb"] = round(torch.cuda.memory_allocated() / 1024**2, 1)
-        info["gpu_peak_during_load_mb"] = round(torch.cuda.max_memory_allocated() / 1024**2, 1)
-    return rec, info
-
-
-def warm_up(bench: Bench, clip: tuple[Path, Any]) -> float:
-    bench.sync()
-    t0 = time.perf_counter()
-    bench.call(clip, 300, [])
-    bench.sync()
-    return round(time.perf_counter() - t0, 3)
-
-
-def print_table(rows: list[dict[str, Any]]) -> None:
-    head = (
-        f"{'device':<7}{'clip_s':>7}{'batch':>6}{'hw':>4}{'RTF best':>10}{'RTF med':>10}"
-        f"{'wall_s':>9}{'decode':>8}{'vad':>8}{'asr':>8}{'post':>8}{'ch/s':>6}{'seg':>5}"
-        f"{'peak_MB':>9}"
-    )
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        peak = r["gpu_peak"]["max_allocated_mb"] if r["gpu_peak"] else "-"
-        print(
-            f"{r['device']:<7}{r['clip_s']:>7}{r['batch_size_s']:>6}{r['hotwords']:>4}"
-            f"{r['rtf_best']:>10.5f}{r['rtf_median']:>10.5f}{min(r['wall_s_all']):>9.3f}"
-            f"{r['decode_s']:>8.3f}{r['vad_s']:>8.3f}{r['asr_s']:>8.3f}{r['post_asr_s']:>8.3f}"
-            f"{r['chars_per_audio_s']:>6}{r['segments']:>5}{peak!s:>9}",
-            flush=True,
+        row |= self.child.cell(self.rec, clip, batch, reps, hotwords=hotwords, digits=5, max_s=20.0)
+        peak = (
+            (torch.cuda.max_memory_allocated() / mb, torch.cuda.max_memory_reserved() / mb)
+            if cuda
+            else None
         )
-
-
-# --- main ------------------------------------------------------------------------------------
+        row["gpu_peak"] = (
+            {"max_allocated_mb": round(peak[0], 1), "max_reserved_mb": round(peak[1], 1)}
+            if peak
+            else None
+        )
+        log(f"{self.device} {seconds} s, batch_size_s {batch}, {len(hotwords)} hotwords: {row}")
+        return row
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
     p.add_argument("--out", required=True, help="folder for gpu_engine.json")
     p.add_argument("--work", default="/tmp/gpu_engine_work", help="models and clips go here")
@@ -409,22 +194,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--vad-dir", default=None, help="genuine FSMN-VAD dir (default: .whl/vad-fsmn)")
     p.add_argument("--clips", default="10,60,300", help="clip lengths, seconds")
     p.add_argument("--batch-sizes", default="60,300,500", help="batch_size_s values")
-    p.add_argument(
-        "--reps",
-        type=int,
-        default=3,
-        help="timed calls per cell (fewer once a cell has taken 20 s)",
-    )
+    p.add_argument("--reps", type=int, default=3, help="timed calls per cell (fewer after 20 s)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: usable CPUs)")
     p.add_argument("--cpu-clip", type=int, default=60, help="clip for the CPU comparison")
     p.add_argument("--cpu-reps", type=int, default=1, help="timed CPU calls")
     p.add_argument("--no-cpu", action="store_true", help="skip the CPU comparison")
-    p.add_argument(
-        "--budget-s",
-        type=float,
-        default=200.0,
-        help="skip optional parts (CPU comparison) once this much time has gone",
-    )
+    p.add_argument("--budget-s", type=float, default=200.0, help="no CPU comparison after this")
     p.add_argument("--quick", action="store_true", help="one 10 s clip, one batch size, one rep")
     args = p.parse_args(argv)
     if args.quick:
@@ -436,127 +211,72 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    work = Path(args.work)
-    clips_s = [int(x) for x in args.clips.split(",") if x]
-    batch_sizes = [int(x) for x in args.batch_sizes.split(",") if x]
+    clips_s, batches = ([int(x) for x in v.split(",") if x] for v in (args.clips, args.batch_sizes))
     cpus = cpu_budget()
     threads = args.threads or cpus["usable"]
     result: dict[str, Any] = {"args": vars(args), "cpus": cpus, "threads": threads}
-
     t = time.perf_counter()
     import torch
 
-    torch_import_s = time.perf_counter() - t
-    t = time.perf_counter()
-    import funasr.auto.auto_model  # noqa: F401  (the slow import: every model family)
+    result["import_s"], t = {"torch": round(time.perf_counter() - t, 2)}, time.perf_counter()
+    av_missing = check_av()
+    from funasr.utils import fbank
 
-    rec_cls, stage, read_hotwords_file, mode, av_missing = import_recognizer()
-    result["import_s"] = {
-        "torch": round(torch_import_s, 2),
-        "funasr_and_recognizer": round(time.perf_counter() - t, 2),
-    }
-    result["input"] = mode
+    import scripts.bench.child  # noqa: F401 - timed: FunASR (every model family), the recognizer
+    from src.asr.hotwords import read_hotwords_file
+
+    result["import_s"]["funasr_and_recognizer"] = round(time.perf_counter() - t, 2)
+    result["input"] = "array" if av_missing else "path"
     if av_missing:
         result["av_missing"] = av_missing
         log(f"PyAV unavailable ({av_missing}): passing float32 arrays, decode not timed")
-
-    device = args.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"--device {device} but torch.cuda.is_available() is False")
-    cuda = device.startswith("cuda")
+    cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device} but torch.cuda.is_available() is False")
+    knf = "kaldi-native-fbank" if getattr(fbank, "_knf", None) is not None else "none"
     result["env"] = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "gpu": torch.cuda.get_device_name(torch.device(device)) if cuda else None,
-        "funasr": dist_version("funasr"),
-        "av": dist_version("av"),
-        "numpy": dist_version("numpy"),
-        "torchaudio": dist_version("torchaudio"),
-        "fbank_backend": fbank_backend(),
+        "gpu": torch.cuda.get_device_name(torch.device(args.device)) if cuda else None,
+        **{name: dist(name) for name in ("funasr", "av", "numpy", "torchaudio")},
+        # the fbank FunASR's WavFrontend uses: torchaudio's, else kaldi-native-fbank
+        "fbank_backend": "torchaudio" if getattr(fbank, "_HAS_TORCHAUDIO", False) else knf,
         "platform": platform.platform(),
     }
     log(f"env: {json.dumps(result['env'])} cpus={cpus} threads={threads}")
 
-    vad_src = find_vad_dir(args.vad_dir)
-    t = time.perf_counter()
-    dirs, model_info = build_models(work, args.size, vad_src)
-    model_info["build_total_s"] = round(time.perf_counter() - t, 2)
-    model_info["size"] = args.size
-    model_info["random_weights"] = True
-    result["model"] = model_info
-    log(f"models ready: {model_info}")
+    dirs, result["model"] = build_models(Path(args.work), args.size, args.vad_dir)
+    cpu_clip = {args.cpu_clip} if cuda and not args.no_cpu else set()
+    clips = {
+        s: make_clip(s, Path(args.work) / "clips", bool(av_missing)) for s in {*clips_s, *cpu_clip}
+    }
+    bench = Bench(dirs, args.device, threads, clips[min(clips)])
+    result |= {"load": bench.load, "warmup_s": bench.warmup_s, "rows": []}
 
-    clip_set = sorted(set(clips_s) | ({args.cpu_clip} if cuda and not args.no_cpu else set()))
-    clips = {s: make_clip(s, work / "clips") for s in clip_set}
-    warm_clip = clips[min(clip_set)]
-    hotwords = read_hotwords_file(HOTWORDS_FILE)
-
-    rec, load_info = load(rec_cls, dirs, device, threads)
-    result["load"] = load_info
-    log(f"loaded: {load_info}")
-    bench = Bench(rec, stage, rec.device, mode)
-    result["warmup_s"] = warm_up(bench, warm_clip)
-    log(f"warm-up {result['warmup_s']} s")
-
-    rows: list[dict[str, Any]] = []
-    result["rows"] = rows
-
-    def save() -> None:
-        result["total_s"] = round(elapsed(), 1)
+    def add(row: dict[str, Any]) -> None:
+        result["rows"].append(row)
+        result["total_s"] = round(time.perf_counter() - T0, 1)
         (out / "gpu_engine.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
 
     for seconds in clips_s:
-        for batch in batch_sizes:
-            row = bench.cell(seconds, clips[seconds], batch, args.reps, [])
-            rows.append(row)
-            log(
-                f"{row['device']} {seconds}s batch {batch}: RTF {row['rtf_best']} "
-                f"(median {row['rtf_median']}), peak {row['gpu_peak']}"
-            )
-            save()
+        for batch in batches:
+            add(bench.cell(seconds, clips[seconds], batch, args.reps, []))
     # One row as the service runs by default: SeACo biased by src/asr/hotwords.txt.
-    hw_clip = 60 if 60 in clips_s else max(clips_s)
-    hw_batch = 300 if 300 in batch_sizes else batch_sizes[0]
-    if hotwords:
-        row = bench.cell(hw_clip, clips[hw_clip], hw_batch, args.reps, hotwords)
-        rows.append(row)
-        log(
-            f"{row['device']} {hw_clip}s batch {hw_batch} hotwords {hotwords}: "
-            f"RTF {row['rtf_best']}"
-        )
-        save()
-
-    if cuda and not args.no_cpu:
-        if elapsed() + 60 > args.budget_s:
-            result["cpu_skipped"] = f"{elapsed():.0f} s gone of a {args.budget_s:.0f} s budget"
-            log(f"CPU comparison skipped: {result['cpu_skipped']}")
-        else:
-            del bench, rec
-            import gc
-
-            gc.collect()
-            torch.cuda.empty_cache()
-            cpu_rec, cpu_load = load(rec_cls, dirs, "cpu", threads)
-            result["cpu_load"] = cpu_load
-            log(f"CPU loaded: {cpu_load}")
-            cpu_bench = Bench(cpu_rec, stage, "cpu", mode)
-            result["cpu_warmup_s"] = warm_up(cpu_bench, warm_clip)
-            batch = 300 if 300 in batch_sizes else batch_sizes[0]
-            row = cpu_bench.cell(args.cpu_clip, clips[args.cpu_clip], batch, args.cpu_reps, [])
-            rows.append(row)
-            log(f"cpu {args.cpu_clip}s batch {batch}: RTF {row['rtf_best']}")
-
-    save()
-    print()
-    print_table(rows)
-    print(
-        f"\nload {load_info['load_s']} s on {load_info['device']} "
-        f"({result['env']['gpu'] or 'cpu'}), warm-up {result['warmup_s']} s, "
-        f"input={mode}, total {result['total_s']} s -> {out / 'gpu_engine.json'}",
-        flush=True,
-    )
+    batch, hw_clip = 300 if 300 in batches else batches[0], 60 if 60 in clips_s else max(clips_s)
+    if hotwords := read_hotwords_file(ROOT / "src" / "asr" / "hotwords.txt"):
+        add(bench.cell(hw_clip, clips[hw_clip], batch, args.reps, hotwords))
+    if cpu_clip and (gone := time.perf_counter() - T0) + 60 > args.budget_s:
+        result["cpu_skipped"] = f"{gone:.0f} s gone of a {args.budget_s:.0f} s budget"
+    elif cpu_clip:
+        del bench
+        gc.collect()
+        torch.cuda.empty_cache()
+        cpu = Bench(dirs, "cpu", threads, clips[min(clips)])
+        result |= {"cpu_load": cpu.load, "cpu_warmup_s": cpu.warmup_s}
+        add(cpu.cell(args.cpu_clip, clips[args.cpu_clip], batch, args.cpu_reps, []))
+    log(f"{result.get('cpu_skipped', '')} total {result['total_s']} s -> {out / 'gpu_engine.json'}")
     return 0
 
 

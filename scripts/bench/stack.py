@@ -1,8 +1,6 @@
-"""The service under test, as real processes: a private redis-server, uvicorn, RQ workers.
-
-Also the engine child (scripts/bench/child.py) and the audio clips. Model directories are the
-randomly initialised FunASR dirs of tests/support/tiny_models.py (tiny for the service, the real
-Paraformer-zh dimensions for the engine figure), cached under tests/.cache/models.
+"""The service under test as real processes (a private redis-server, uvicorn, RQ workers), the
+engine child (child.py), the clips, and the random-weight FunASR model dirs of
+tests/support/tiny_models.py (tiny for the service, full-size for the engine figures).
 """
 
 from __future__ import annotations
@@ -13,137 +11,99 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import redis
 
-from scripts.bench.common import ROOT, log
-from tests.support.audio_samples import SPEECH_OGG, SPEECH_WAV, encode_audio, read_wav
-from tests.support.processes import (
-    ApiProcess,
-    RedisServer,
-    WorkerProcess,
-    service_env,
-)
-
-MODEL_CACHE = ROOT / "tests" / ".cache" / "models"
+from scripts.bench.client import Finished, Submitted, Upload, submit_all, wait_all
+from scripts.bench.common import CHILD_PREFIX, ROOT, log
+from tests.support.audio_samples import SPEECH_WAV, encode_audio, read_wav
+from tests.support.processes import ApiProcess, RedisServer, WorkerProcess, service_env
 
 
-# --- clips ----------------------------------------------------------------------------------------
-
-
-def voice_note(seconds: float, dest_dir: Path, *, fmt: str = "ogg") -> Path:
+def voice_note(seconds: float, dest_dir: Path) -> Path:
     """The committed speech fixture looped to `seconds`, as a Telegram-like OGG/Opus voice note
-    (48 kHz, 24 kbit/s, as tests/support/audio_samples.py encodes it) or a 16 kHz WAV."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    suffix = "ogg" if fmt == "ogg" else "wav"
-    dest = dest_dir / f"voice_{seconds:g}s.{suffix}"
-    if dest.exists():
-        return dest
-    samples, rate = read_wav(SPEECH_WAV)
-    reps = int(np.ceil(seconds * rate / len(samples)))
-    looped = np.tile(samples, reps)[: round(seconds * rate)]
-    tmp = dest.with_name(f".{dest.name}.part")
-    if fmt == "ogg":
+    (48 kHz, 24 kbit/s, as tests/support/audio_samples.py encodes it); cached in `dest_dir`."""
+    dest = dest_dir / f"voice_{seconds:g}s.ogg"
+    if not dest.exists():
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        samples, rate = read_wav(SPEECH_WAV)
+        looped = np.tile(samples, int(np.ceil(seconds * rate / len(samples))))
+        tmp, opus = dest.with_name(f".{dest.name}.part"), {"b": "24000", "application": "audio"}
         encode_audio(
-            looped,
+            looped[: round(seconds * rate)],
             rate,
             tmp,
             container="ogg",
             codec="libopus",
             out_rate=48000,
-            codec_options={"b": "24000", "application": "audio"},
+            codec_options=opus,
         )
-    else:
-        from tests.support.audio_samples import write_wav
-
-        write_wav(looped, rate, tmp)
-    os.replace(tmp, dest)
+        os.replace(tmp, dest)
     return dest
-
-
-def fixture_note() -> Path:
-    """The committed 6.6 s OGG/Opus fixture itself (the leak check's short clip)."""
-    return SPEECH_OGG
 
 
 def seeded_lengths(n: int, lo: int, hi: int, seed: int) -> list[int]:
     """n whole-second lengths in [lo, hi], reproducible."""
-    rng = np.random.default_rng(seed)
-    return [int(x) for x in rng.integers(lo, hi + 1, size=n)]
+    return [int(x) for x in np.random.default_rng(seed).integers(lo, hi + 1, size=n)]
 
 
-# --- model dirs -----------------------------------------------------------------------------------
-
-
-def model_dirs(size: str, cache: Path = MODEL_CACHE) -> dict[str, str]:
+def model_dirs(size: str, cache: Path = ROOT / "tests" / ".cache" / "models") -> dict[str, str]:
     """Build (or reuse) the random-weight model dirs; returns {'asr','vad','punc'} paths."""
     from tests.support.tiny_models import build_model_dirs
 
     t0 = time.perf_counter()
     dirs = build_model_dirs(cache, size=size)  # type: ignore[arg-type]
-    took = time.perf_counter() - t0
-    if took > 1:
+    if (took := time.perf_counter() - t0) > 1:
         log(f"built the {size} model dirs in {took:.0f}s under {cache}")
     return {"asr": str(dirs.asr), "vad": str(dirs.vad), "punc": str(dirs.punc)}
 
 
-# --- processes ------------------------------------------------------------------------------------
-
-
 class Child:
-    """The engine child process (scripts/bench/child.py), one JSON line per command."""
+    """The engine child process (child.py): one JSON line per command, one answer line each."""
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env = env
-        self.log_path = log_dir / "engine-child.err"
+        self.env, self.log_path = env, log_dir / "engine-child.err"
         self.proc: subprocess.Popen[str] | None = None
-        self.hello: dict[str, Any] = {}
 
     def start(self) -> Child:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        err = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "scripts.bench.child"],
-            cwd=ROOT,
-            env=self.env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-            bufsize=1,
-            start_new_session=True,
-        )
-        err.close()
+        with open(self.log_path, "ab") as err:
+            cmd = [sys.executable, "-m", "scripts.bench.child"]
+            pipe = subprocess.PIPE
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                env=self.env,
+                stdin=pipe,
+                stdout=pipe,
+                stderr=err,
+                text=True,
+                bufsize=1,
+                start_new_session=True,
+            )
         return self
 
     @property
     def pid(self) -> int:
         return self.proc.pid if self.proc else 0
 
-    def _read(self) -> dict[str, Any]:
+    def wait_ready(self) -> dict[str, Any]:
+        """The child's first line: it has imported FunASR (`import_s`)."""
         assert self.proc is not None and self.proc.stdout is not None
-        from scripts.bench.child import PREFIX
-
         for line in self.proc.stdout:
-            if line.startswith(PREFIX):
-                return json.loads(line[len(PREFIX) :])
+            if line.startswith(CHILD_PREFIX):
+                return json.loads(line[len(CHILD_PREFIX) :])
         tail = self.log_path.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"engine child exited ({self.proc.poll()}): {tail}")
-
-    def wait_ready(self) -> dict[str, Any]:
-        self.hello = self._read()
-        return self.hello
 
     def call(self, **cmd: Any) -> dict[str, Any]:
         assert self.proc is not None and self.proc.stdin is not None
         self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
-        answer = self._read()
-        if not answer.get("ok"):
+        if not (answer := self.wait_ready()).get("ok"):
             raise RuntimeError(
                 f"engine child {cmd.get('cmd')} failed: {answer.get('tb') or answer}"
             )
@@ -160,33 +120,25 @@ class Child:
         self.proc = None
 
 
-@dataclass
 class Stack:
     """Redis + API + workers (+ the engine child), all private to one benchmark run."""
 
-    base: Path
-    models: dict[str, str]
-    cpu_threads: int = 1
-    redis_server: RedisServer | None = None
-    api: ApiProcess | None = None
-    workers: list[WorkerProcess] = field(default_factory=list)
-    child: Child | None = None
-    env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def storage(self) -> Path:
-        return self.base / "storage"
-
-    @property
-    def logs(self) -> Path:
-        return self.base / "out"
+    def __init__(self, base: Path, models: dict[str, str], cpu_threads: int = 1) -> None:
+        self.base, self.models, self.cpu_threads = base, models, cpu_threads
+        self.storage, self.logs = base / "storage", base / "out"
+        self.redis_server: RedisServer | None = None
+        self.api: ApiProcess | None = None
+        self.workers: list[WorkerProcess] = []
+        self.child: Child | None = None
+        self.env: dict[str, str] = {}
 
     def conn(self) -> redis.Redis:
         assert self.redis_server is not None
         return redis.Redis(host="127.0.0.1", port=self.redis_server.port, socket_timeout=30)
 
-    def start_redis_and_api(self) -> None:
-        # The production config (deploy/redis/redis.conf) with AOF on, as serve.sh runs it.
+    def start_redis_and_api(self) -> ApiProcess:
+        """Redis with the production config (deploy/redis/redis.conf, AOF on), as serve.sh runs
+        it, and the API as production runs it: one process, no access log."""
         self.redis_server = RedisServer(self.base / "redis").start()
         self.storage.mkdir(parents=True, exist_ok=True)
         models = {k: Path(v) for k, v in self.models.items()}
@@ -207,16 +159,16 @@ class Stack:
             TASK_TTL_SECONDS="3600",
             CUDA_VISIBLE_DEVICES="",
         )
-        # As production runs it: one process, no access log.
         self.api = ApiProcess(self.env, self.logs / "api.out", ("--log-level", "warning")).start()
+        return self.api
 
     def start_workers(self, count: int) -> list[WorkerProcess]:
-        started = []
-        for _ in range(count):
-            name = f"worker-{len(self.workers) + 1}"
-            worker = WorkerProcess(name, self.env, self.logs).start()
-            self.workers.append(worker)
-            started.append(worker)
+        start = len(self.workers) + 1
+        started = [
+            WorkerProcess(f"worker-{i}", self.env, self.logs).start()
+            for i in range(start, start + count)
+        ]
+        self.workers += started
         return started
 
     def start_child(self) -> Child:
@@ -224,42 +176,40 @@ class Stack:
         return self.child
 
     def wait_workers(self, workers: list[WorkerProcess]) -> dict[str, float]:
-        """Wait for readiness; returns {name: seconds from now until ready} (for the log)."""
-        t0 = time.perf_counter()
-        took = {}
+        """Wait for readiness; returns {name: seconds from now until ready}."""
+        t0, took = time.perf_counter(), {}
         for worker in workers:
             worker.wait_ready(self.conn(), timeout=300)
             took[worker.name] = round(time.perf_counter() - t0, 1)
         return took
+
+    def run_jobs(
+        self, uploads: list[Upload], clients: int, timeout: float, interval: float = 0.1
+    ) -> tuple[list[Submitted], float, dict[str, Finished]]:
+        """Submit the uploads, `clients` at a time, and wait until every accepted one is done."""
+        assert self.api is not None
+        sent, wall = submit_all(self.api.url, uploads, clients)
+        ids = [s.task_id for s in sent if s.task_id]
+        return sent, wall, wait_all(self.conn(), ids, timeout, interval)
 
     def stop_worker(self, worker: WorkerProcess) -> None:
         worker.stop()
         self.workers.remove(worker)
 
     def pids(self) -> list[int]:
-        pids = [os.getpid()]
-        if self.redis_server and self.redis_server.proc:
-            pids.append(self.redis_server.proc.pid)
-        if self.api:
-            pids.append(self.api.pid)
-        pids += [w.proc.pid for w in self.workers if w.proc]
-        if self.child:
-            pids.append(self.child.pid)
-        return pids
+        procs = [self.redis_server and self.redis_server.proc, *(w.proc for w in self.workers)]
+        pids = [os.getpid(), self.api.pid if self.api else 0, self.child.pid if self.child else 0]
+        return [p for p in pids + [proc.pid for proc in procs if proc] if p]
 
     def reset_queue_state(self) -> None:
         """Forget every task, job and recording (between phases that must not see each other)."""
         self.conn().flushdb()
-        recordings = self.storage / "recordings"
-        if recordings.is_dir():
-            for path in recordings.iterdir():
-                path.unlink(missing_ok=True)
+        for path in (self.storage / "recordings").glob("*"):
+            path.unlink(missing_ok=True)
 
-    def stop(self) -> None:
-        if self.child:
-            self.child.stop()
-            self.child = None
-        for worker in list(self.workers):
+    def stop_service(self) -> None:
+        """Stop the workers and the API; Redis and the engine child stay."""
+        for worker in self.workers:
             try:
                 worker.stop(timeout=20)
             except Exception as exc:  # keep tearing down
@@ -268,6 +218,12 @@ class Stack:
         if self.api:
             self.api.stop()
             self.api = None
+
+    def stop(self) -> None:
+        if self.child:
+            self.child.stop()
+            self.child = None
+        self.stop_service()
         if self.redis_server:
             self.redis_server.stop()
             self.redis_server = None
