@@ -1,8 +1,9 @@
-"""Worker supervisor: import torch and FunASR once, then fork workers worker-1..N from that image.
+"""Worker supervisor: import the engine once, then fork workers worker-1..N from that image.
 
-A worker started from scratch spends most of its start-up importing torch and FunASR (about 14 s
-on a 2-core box) before it even loads a model. Forked from a parent that has already imported
-them, a replacement only loads its model, so a killed worker is back in a couple of seconds.
+A worker started from scratch spends most of its start-up importing the engine's libraries (the
+ASR engine's torch and FunASR: about 14 s on a 2-core box) before it even loads a model. Forked
+from a parent that has already imported them, a replacement only loads its model, so a killed
+worker is back in a couple of seconds.
 
 Fork safety: the parent only imports. It opens no Redis connection, initialises no CUDA and runs
 no torch operation (OpenMP and CUDA cannot survive a fork), starts no thread (loguru's
