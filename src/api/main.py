@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from anyio import CapacityLimiter
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 from loguru import logger
 
 from src.api import errors
@@ -66,7 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.redis.close()
         await app.state.aredis.aclose()
 
-    app = FastAPI(
+    # /docs and /redoc from the Swagger UI and ReDoc files fastapi-offline ships (served under
+    # /static-offline-docs), not FastAPI's CDN: this service runs where no CDN can be reached.
+    app = FastAPIOffline(
         title="ASR service",
         version="0.1.0",
         description=DESCRIPTION,
