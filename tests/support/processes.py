@@ -200,11 +200,18 @@ class WorkerProcess:
 class ApiProcess:
     """`uvicorn src.api.main:app` as a real process, configured by its environment alone."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        args: tuple[str, ...] = (),
+        prefix: tuple[str, ...] = (),
+    ) -> None:
         self.env = env
         self.port = free_port()
         self.log_path = log_path
         self.args = args
+        self.prefix = prefix  # what uvicorn runs under, e.g. `unshare` into a network namespace
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -215,13 +222,16 @@ class ApiProcess:
     def pid(self) -> int:
         return self.proc.pid if self.proc else 0
 
-    def start(self, ready_path: str = "/api/v1/asr/queue/status") -> ApiProcess:
+    def start(self, ready_path: str | None = "/api/v1/asr/queue/status") -> ApiProcess:
+        """Ready when `ready_path` answers 2xx; with None, when uvicorn logs that it listens (for
+        a `prefix` that puts it where this process cannot connect)."""
         import httpx
 
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
             [
+                *self.prefix,
                 sys.executable,
                 "-m",
                 "uvicorn",
@@ -246,6 +256,8 @@ class ApiProcess:
         def up() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(self.log_path.read_text(errors="replace")[-3000:])
+            if ready_path is None:
+                return "Uvicorn running on" in self.log_path.read_text(errors="replace")
             try:
                 return httpx.get(f"{self.url}{ready_path}", timeout=1).is_success
             except httpx.TransportError:
