@@ -49,7 +49,8 @@ from src.records.redis_client import (
     worker_key,
 )
 from src.records.task_store import TaskRecord, utcnow
-from src.results import history, stats
+from src.results import history, metrics, stats
+from src.results.metrics import FailureReason
 from src.uploads import recordings
 from src.vocabulary import Stage, TaskStatus
 
@@ -260,9 +261,16 @@ def return_claimed(conn: redis.Redis, queue: Queue, worker: str) -> list[str]:
 
 
 def mark_failed(
-    conn: redis.Redis, settings: Settings, task_id: str, message: str
+    conn: redis.Redis,
+    settings: Settings,
+    task_id: str,
+    message: str,
+    *,
+    reason: FailureReason,
+    enqueued_at: datetime | None = None,
 ) -> TaskRecord | None:
-    """The one way a task becomes failed: state (with its TTL), history line, counter."""
+    """The one way a task becomes failed: state (with its TTL), history line, counters (by
+    `reason`, and its queue wait when it had started since `enqueued_at`)."""
     failed = task_store.update(
         conn,
         task_id,
@@ -275,7 +283,11 @@ def mark_failed(
     if failed is not None:
         history.record(conn, settings.history_file, failed, settings.max_history_records)
         recordings.unpin(conn, failed.file)
-    stats.record_failed(conn)
+    waited = metrics.elapsed(enqueued_at, failed.started_at) if failed else None
+    with conn.pipeline(transaction=False) as pipe:
+        stats.record_failed(pipe)
+        metrics.record_failure(pipe, reason, waited)
+        pipe.execute()
     return failed
 
 
@@ -286,5 +298,5 @@ def _fail(conn: redis.Redis, queue: Queue, job: Job, settings: Settings, abandon
     )
     job.set_status(JobStatus.FAILED)
     FailedJobRegistry(queue=queue).add(job, ttl=settings.task_ttl_seconds, exc_string=message)
-    mark_failed(conn, settings, job.id, message)
+    mark_failed(conn, settings, job.id, message, reason="abandoned", enqueued_at=job.enqueued_at)
     logger.error(f"task={job.id} status=failed error={message}")

@@ -36,6 +36,11 @@ EXECUTION_OWNER_PREFIX = f"{KEY_PREFIX}:execution:"
 DEATHS_KEY = f"{KEY_PREFIX}:deaths"
 # When a worker last saw Redis unreachable (epoch seconds): deaths then are not the job's fault.
 REDIS_OUTAGE_KEY = f"{KEY_PREFIX}:redis:last_outage"
+# The workers' Prometheus figures, summed over every worker process and host
+# (src/results/metrics.py): one hash per histogram (`asr:metrics:{name}`: a count per bucket,
+# and the sum) and one of failures by reason. The API reads them at scrape time.
+METRICS_KEY_PREFIX = f"{KEY_PREFIX}:metrics:"
+FAILURES_KEY = f"{METRICS_KEY_PREFIX}failures"
 # A worker waits this long at most between two tries while Redis is away.
 WORKER_RETRY_CAP_S = 5.0
 
@@ -66,6 +71,10 @@ def seq_key(day: str) -> str:
 
 def worker_key(name: str) -> str:
     return f"{WORKER_KEY_PREFIX}{name}"
+
+
+def metrics_key(name: str) -> str:
+    return f"{METRICS_KEY_PREFIX}{name}"
 
 
 def claimed_key(worker: str) -> str:

@@ -14,21 +14,26 @@ def incr_submitted(conn: redis.Redis | redis.client.Pipeline) -> None:
     conn.hincrby(STATS_KEY, "submitted", 1)
 
 
-def record_done(conn: redis.Redis, audio_seconds: float, processing_seconds: float) -> None:
-    with conn.pipeline() as pipe:
-        pipe.hincrby(STATS_KEY, "done", 1)
-        pipe.hincrbyfloat(STATS_KEY, "audio_seconds", audio_seconds)
-        pipe.hincrbyfloat(STATS_KEY, "processing_seconds", processing_seconds)
-        pipe.execute()
+def record_done(
+    pipe: redis.client.Pipeline, audio_seconds: float, processing_seconds: float
+) -> None:
+    """Queued on the job's pipeline, beside its Prometheus figures (src/results/metrics.py)."""
+    pipe.hincrby(STATS_KEY, "done", 1)
+    pipe.hincrbyfloat(STATS_KEY, "audio_seconds", audio_seconds)
+    pipe.hincrbyfloat(STATS_KEY, "processing_seconds", processing_seconds)
 
 
-def record_failed(conn: redis.Redis) -> None:
-    conn.hincrby(STATS_KEY, "failed", 1)
+def record_failed(pipe: redis.client.Pipeline) -> None:
+    pipe.hincrby(STATS_KEY, "failed", 1)
 
 
 def read(conn: redis.Redis) -> dict[str, float]:
-    raw = conn.hgetall(STATS_KEY)
-    return {k.decode() if isinstance(k, bytes) else k: float(v) for k, v in raw.items()}
+    return parse(conn.hgetall(STATS_KEY))
+
+
+def parse(raw: dict[bytes | str, bytes | str]) -> dict[str, float]:
+    """The counters from the hash's HGETALL reply."""
+    return {decoded(k): float(v) for k, v in raw.items()}
 
 
 def record_job(conn: redis.Redis, busy_seconds: float, audio_seconds: float) -> None:

@@ -31,7 +31,8 @@ from src.queue.job_queue import get_queue
 from src.queue.recovery import mark_failed
 from src.records import task_store
 from src.records.task_store import TaskRecord, utcnow
-from src.results import history, stats
+from src.results import history, metrics, stats
+from src.results.metrics import FailureReason
 from src.uploads import recordings
 from src.vocabulary import Stage, TaskStatus
 from src.worker.context import WorkerContext, bound_or_none, current
@@ -119,9 +120,10 @@ def claim_batch(conn: redis.Redis, ctx: WorkerContext, leader: TaskRecord) -> li
 
 def process_batch(
     conn: redis.Redis, ctx: WorkerContext, leader: EngineInput, claimed: list[TaskRecord]
-) -> EngineOutput:
-    """One pooled pass over the leader and the claimed tasks; the leader's result comes back,
-    the others wait in `ctx.batch` for their own jobs, which the worker runs next."""
+) -> tuple[EngineOutput, int]:
+    """One pooled pass over the leader and the claimed tasks; the leader's result comes back
+    with the pass's size, the others wait in `ctx.batch` for their own jobs, which the worker
+    runs next."""
     settings, name = ctx.settings, ctx.name
     members = [leader]
     for record in claimed:
@@ -143,8 +145,8 @@ def process_batch(
         else:  # its own job runs it alone and reports the error (or succeeds, after OOM)
             logger.warning(f"{name} task={member.task_id} left its batch: {result}")
     if isinstance(results[0], EngineOutput):
-        return results[0]
-    return ctx.engine.process(leader)
+        return results[0], len(members)
+    return ctx.engine.process(leader), len(members)
 
 
 def process_task(task_id: str) -> dict[str, Any]:
@@ -162,6 +164,7 @@ def process_task(task_id: str) -> dict[str, Any]:
         if record is None:
             return {"skipped": True}
     result = ctx.batch.take(task_id)
+    pass_size = 0  # jobs in the engine pass this job ran; 0: a batch's pass made its result
     if result is None:
         path = recordings.recording_path(settings, record.file)
         if path is None:
@@ -172,7 +175,10 @@ def process_task(task_id: str) -> dict[str, Any]:
         )
         item = engine_input(conn, record, path, name)
         claimed = claim_batch(conn, ctx, record) if job is not None else []
-        result = process_batch(conn, ctx, item, claimed) if claimed else ctx.engine.process(item)
+        if claimed:
+            result, pass_size = process_batch(conn, ctx, item, claimed)
+        else:
+            result, pass_size = ctx.engine.process(item), 1
     for sentence in result.sentences:
         logger.debug(
             f"{name} task={task_id} segment {sentence.start}-{sentence.end}ms "
@@ -195,7 +201,16 @@ def process_task(task_id: str) -> dict[str, Any]:
     )
     if done is not None:
         history.record(conn, settings.history_file, done, settings.max_history_records)
-    stats.record_done(conn, result.duration, result.processing_time)
+    with conn.pipeline(transaction=False) as pipe:  # one round trip for the job's counters
+        stats.record_done(pipe, result.duration, result.processing_time)
+        metrics.record_done(
+            pipe,
+            waited=metrics.elapsed(job.enqueued_at if job else None, record.started_at),
+            processing=metrics.elapsed(record.started_at, done.finished_at if done else None),
+            rtf=result.rtf,
+            batch=pass_size,
+        )
+        pipe.execute()
     recordings.unpin(conn, record.file)
     recordings.enforce_retention(conn, settings)
     logger.info(
@@ -205,23 +220,40 @@ def process_task(task_id: str) -> dict[str, Any]:
     return {"text": result.text, "duration": result.duration, "rtf": result.rtf}
 
 
+def failure_reason(exc_type: type[BaseException], exc: BaseException) -> FailureReason:
+    """What kind of failure this is, from a bounded set (the metrics' `reason` label)."""
+    if isinstance(exc, EngineError) and isinstance(exc.__cause__, JobTimeoutException):
+        return "timeout"  # the timeout fired inside the engine and was wrapped
+    if issubclass(exc_type, JobTimeoutException):
+        return "timeout"
+    if isinstance(exc, AudioError):
+        return "invalid_audio"
+    if isinstance(exc, RecordingMissingError):
+        return "recording_missing"
+    if isinstance(exc, EngineError):
+        return "engine_error"
+    if exc_type.__name__ == "AbandonedJobError":
+        return "abandoned"
+    return "other"
+
+
 def describe_failure(
     exc_type: type[BaseException], exc: BaseException, timeout: float | None
 ) -> str:
     """A message for the client: what went wrong, without paths or tracebacks."""
-    if isinstance(exc, EngineError) and isinstance(exc.__cause__, JobTimeoutException):
-        exc_type = JobTimeoutException  # the timeout fired inside the engine and was wrapped
-    if issubclass(exc_type, JobTimeoutException):
-        return f"Processing timeout ({timeout}s exceeded)"
-    if isinstance(exc, AudioError):
-        return f"Invalid audio: {exc}"
-    if isinstance(exc, RecordingMissingError):
-        return "The recording was deleted before it could be processed"
-    if isinstance(exc, EngineError):
-        return f"Recognition failed: {exc}"
-    if exc_type.__name__ == "AbandonedJobError":
-        return "The worker stopped while processing this task"
-    return f"Recognition failed: {exc_type.__name__}"
+    match failure_reason(exc_type, exc):
+        case "timeout":
+            return f"Processing timeout ({timeout}s exceeded)"
+        case "invalid_audio":
+            return f"Invalid audio: {exc}"
+        case "recording_missing":
+            return "The recording was deleted before it could be processed"
+        case "engine_error":
+            return f"Recognition failed: {exc}"
+        case "abandoned":
+            return "The worker stopped while processing this task"
+        case _:
+            return f"Recognition failed: {exc_type.__name__}"
 
 
 def on_failure(
@@ -241,7 +273,8 @@ def on_failure(
     settings = ctx.settings if ctx else get_settings()
     name = ctx.name if ctx else "rq"
     message = describe_failure(exc_type, exc, job.timeout)
-    mark_failed(connection, settings, job.id, message)
+    reason = failure_reason(exc_type, exc)
+    mark_failed(connection, settings, job.id, message, reason=reason, enqueued_at=job.enqueued_at)
     exc_info = (exc_type, exc, tb) if isinstance(tb, TracebackType) else None
     logger.opt(exception=exc_info).error(f"{name} task={job.id} status=failed error={message}")
     recordings.enforce_retention(connection, settings)

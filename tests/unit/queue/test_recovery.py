@@ -25,9 +25,9 @@ from src.config import Settings
 from src.queue import job_queue, recovery
 from src.queue.recovery import MAX_ABANDONS, Owner
 from src.records import task_store
-from src.records.redis_client import AUDIO_PINNED_KEY, task_key
+from src.records.redis_client import AUDIO_PINNED_KEY, FAILURES_KEY, task_key
 from src.records.task_store import TaskStatus
-from src.results import history, stats
+from src.results import history, metrics, stats
 from src.uploads import recordings
 from src.vocabulary import Stage
 from src.worker.process import ASRWorker
@@ -102,6 +102,7 @@ def test_a_job_that_kills_its_worker_three_times_alone_is_failed(
     assert Job.fetch(task_id, connection=conn).get_status() == JobStatus.FAILED
     assert task_id in FailedJobRegistry(queue=queue).get_job_ids()
     assert queue.get_job_ids() == []
+    assert metrics.failures(conn.hgetall(FAILURES_KEY))["abandoned"] == 1
 
 
 def test_deaths_of_several_workers_at_once_are_not_counted(conn: redis.Redis, settings: Settings):
@@ -191,7 +192,17 @@ def test_mark_failed_fails_the_task_everywhere_at_once(conn: redis.Redis, settin
     queue = job_queue.get_queue(conn, settings)
     task_id = new_task(conn, settings, queue)
     recordings.index_recording(conn, f"{task_id}.wav")  # pinned while queued
-    failed = recovery.mark_failed(conn, settings, task_id, "Recognition failed: KeyError")
+    enqueued_at = Job.fetch(task_id, connection=conn).enqueued_at
+    assert enqueued_at is not None
+    task_store.update(conn, task_id, started_at=enqueued_at + timedelta(seconds=2.5))
+    failed = recovery.mark_failed(
+        conn,
+        settings,
+        task_id,
+        "Recognition failed: KeyError",
+        reason="other",
+        enqueued_at=enqueued_at,
+    )
     assert failed is not None and task_store.load(conn, task_id) == failed
     assert (failed.status, failed.stage) == (TaskStatus.FAILED, Stage.FAILED)
     assert failed.error == "Recognition failed: KeyError" and failed.finished_at is not None
@@ -202,9 +213,14 @@ def test_mark_failed_fails_the_task_everywhere_at_once(conn: redis.Redis, settin
     assert lines == [entry.model_dump(mode="json")]
     assert not conn.sismember(AUDIO_PINNED_KEY, f"{task_id}.wav")  # retention may take it now
     assert stats.read(conn)["failed"] == 1
+    assert metrics.failures(conn.hgetall(FAILURES_KEY))["other"] == 1
+    wait = metrics.histogram(metrics.WAIT, conn.hgetall(metrics.WAIT.key))
+    assert (wait.count, wait.sum) == (1, 2.5)  # from its enqueue to its start
 
 
 def test_mark_failed_of_a_deleted_task_writes_no_history(conn: redis.Redis, settings: Settings):
-    assert recovery.mark_failed(conn, settings, "2026-11-29_001_" + "0" * 24, "boom") is None
+    missing = "2026-11-29_001_" + "0" * 24
+    assert recovery.mark_failed(conn, settings, missing, "boom", reason="timeout") is None
     assert history.latest(conn, 10) == []
     assert not settings.history_file.exists()
+    assert metrics.failures(conn.hgetall(FAILURES_KEY))["timeout"] == 1  # counted all the same
