@@ -16,7 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 from loguru import logger
 
-from src.api import errors
+from src.api import errors, metrics
 from src.api.dependencies import require_api_key
 from src.api.middleware import AccessLog, RequestBodyGuard, body_limit_for
 from src.api.models import ErrorResponse
@@ -98,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         min_rate=settings.api_body_min_rate,
     )
     app.add_middleware(AccessLog)
+    metrics.install(app)  # after the other middleware: it counts what they answer too
     app.dependency_overrides[get_settings] = lambda: settings
     return app
 
