@@ -47,6 +47,8 @@ from src.service.monitoring import DEFAULT_LANE, ServiceFigures
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 # The route label of a request no route matched (404s): one value, however many paths are tried.
 UNMATCHED = "unmatched"
+# Methods kept as labels; any other a client invents counts as "other", so labels stay bounded.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 # `asr:stats` fields published as counters: (metric name less `_total`, help).
 STATS_COUNTERS = {
@@ -132,8 +134,9 @@ class HttpMetrics:
 
     def observe(self, scope: Scope, status: int, seconds: float) -> None:
         route = self.routes.of(scope)
-        self.requests.labels(scope["method"], route, str(status)).inc()
-        self.duration.labels(scope["method"], route).observe(seconds)
+        method = scope["method"] if scope["method"] in METHODS else "other"
+        self.requests.labels(method, route, str(status)).inc()
+        self.duration.labels(method, route).observe(seconds)
 
 
 class HttpMetricsMiddleware:

@@ -36,12 +36,14 @@ def test_requests_are_counted_by_route_template_and_status(client: TestClient):
     assert client.get("/api/v1/asr/result/not-an-id").status_code == 422
     assert client.get("/no/such/path").status_code == 404
     assert client.post("/api/v1/health").status_code == 405
+    assert client.request("BREW", "/api/v1/health").status_code == 405  # a made-up method
     metrics = scrape(client)
     count = "asr_http_requests_total"
     assert metrics.value(count, method="GET", route=RESULT, status="404") == 3
     assert metrics.value(count, method="GET", route=RESULT, status="422") == 1
     assert metrics.value(count, method="GET", route="unmatched", status="404") == 1
     assert metrics.value(count, method="POST", route="/api/v1/health", status="405") == 1
+    assert metrics.value(count, method="other", route="/api/v1/health", status="405") == 1
     # One series per route, however many ids were asked for.
     assert metrics.labels(count, "route") == {RESULT, "unmatched", "/api/v1/health"}
     took = "asr_http_request_duration_seconds"
