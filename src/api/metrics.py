@@ -132,8 +132,7 @@ class HttpMetrics:
             registry=self.registry,
         )
 
-    def observe(self, scope: Scope, status: int, seconds: float) -> None:
-        route = self.routes.of(scope)
+    def observe(self, route: str, scope: Scope, status: int, seconds: float) -> None:
         method = scope["method"] if scope["method"] in METHODS else "other"
         self.requests.labels(method, route, str(status)).inc()
         self.duration.labels(method, route).observe(seconds)
@@ -151,6 +150,8 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        # Before the app runs: routing rewrites the scope (a Mount moves its prefix to root_path).
+        route = self.metrics.routes.of(scope)
         status = 500  # what the client gets if the app raises before answering
 
         async def send_wrapper(message: Message) -> None:
@@ -162,7 +163,7 @@ class HttpMetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            self.metrics.observe(scope, status, time.perf_counter() - started)
+            self.metrics.observe(route, scope, status, time.perf_counter() - started)
 
 
 class ServiceCollector:
