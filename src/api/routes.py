@@ -12,6 +12,7 @@ from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from src.api import errors
 from src.api.dependencies import QueueDep, RedisDep, SettingsDep, TaskId
 from src.api.errors import APIError
+from src.api.exports import FILE_CONTENT, ExportFormat, transcript_file
 from src.api.models import (
     DeleteResponse,
     ErrorResponse,
@@ -25,7 +26,7 @@ from src.api.models import (
 )
 from src.asr.hotwords import MAX_HOTWORDS, is_valid_hotword, parse_hotwords, unique_hotwords
 from src.media.audio import SUPPORTED_FORMATS
-from src.service import status, tasks
+from src.service import status, tasks, transcripts
 from src.service.models import Deleted, Health, QueueFigures, ServiceStats, SubmitRequest
 from src.service.submit import submit as submit_upload
 from src.uploads.recordings import content_type
@@ -130,10 +131,29 @@ async def submit(
     "/result/{task_id}",
     response_model=TaskResult,
     response_model_exclude_none=True,
-    summary="A task's state or result",
-    responses=TASK_ERRORS,
+    summary="A task's state or result, or its transcript as a file",
+    responses={
+        200: {"content": FILE_CONTENT, "description": "the state (json) or the transcript file"},
+        409: {"model": E, "description": "`format` is a file and the task is not done"},
+        **TASK_ERRORS,
+    },
 )
-def result(request: Request, task_id: TaskId, conn: RedisDep, queue: QueueDep) -> TaskResult:
+def result(
+    request: Request,
+    task_id: TaskId,
+    conn: RedisDep,
+    queue: QueueDep,
+    fmt: Annotated[
+        ExportFormat,
+        Query(
+            alias="format",
+            description="`json`: the task's state and result. `txt`, `srt` (SubRip), `vtt` "
+            "(WebVTT): a done task's transcript as a UTF-8 file, one cue per sentence",
+        ),
+    ] = "json",
+) -> TaskResult | Response:
+    if fmt != "json":
+        return transcript_file(transcripts.finished(conn, task_id), fmt, attach_name=True)
     view = tasks.view(conn, queue, task_id)
     return TaskResult.of(view, url(request, "audio", task_id), url(request, "retry", task_id))
 

@@ -104,3 +104,12 @@ class InvalidAudio(ServiceError):
     detail: str
     reason: str
     supported_formats: list[str]
+
+
+@dataclass(eq=False)
+class TaskNotDone(ServiceError):
+    """A transcript export (SRT, VTT, text) of a task that is queued, processing or failed."""
+
+    message: ClassVar[str] = "The task has no transcript yet; only a done task can be exported"
+    task_id: str
+    status: str

@@ -11,6 +11,7 @@ from src.config import Settings
 from src.queue import job_queue
 from src.records import task_store
 from src.records.task_store import TaskRecord
+from src.vocabulary import Sentence, TaskStatus
 
 
 def new_task(conn: redis.Redis, settings: Settings, queue: Queue, n: int = 1) -> str:
@@ -22,3 +23,16 @@ def new_task(conn: redis.Redis, settings: Settings, queue: Queue, n: int = 1) ->
     task_store.save(conn, record)
     job_queue.enqueue_task(queue, task_id, settings)
     return task_id
+
+
+# What a worker writes into a task's record when it is done: two sentences, 6.6 s of audio.
+DONE_SENTENCES = [
+    Sentence(text="今天天气很好。", start=380, end=3100),
+    Sentence(text="明天下雨。", start=3500, end=6020),
+]
+DONE: dict[str, object] = {
+    "status": TaskStatus.DONE,
+    "text": "今天天气很好。明天下雨。",
+    "duration": 6.6,
+    "sentences": DONE_SENTENCES,
+}
