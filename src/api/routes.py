@@ -11,8 +11,8 @@ from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from src.api import errors
 from src.api.dependencies import QueueDep, RedisDep, SettingsDep, TaskId
-from src.api.errors import APIError
 from src.api.exports import FILE_CONTENT, ExportFormat, transcript_file
+from src.api.forms import request_hotwords
 from src.api.models import (
     DeleteResponse,
     ErrorResponse,
@@ -24,7 +24,7 @@ from src.api.models import (
     SubmitResponse,
     TaskResult,
 )
-from src.asr.hotwords import MAX_HOTWORDS, is_valid_hotword, parse_hotwords, unique_hotwords
+from src.asr.hotwords import MAX_HOTWORDS
 from src.media.audio import SUPPORTED_FORMATS
 from src.service import status, tasks, transcripts
 from src.service.models import Deleted, Health, QueueFigures, ServiceStats, SubmitRequest
@@ -106,13 +106,7 @@ async def submit(
     repeated = {name: n for name in SUBMIT_FIELDS if (n := len(form.getlist(name))) > 1}
     if repeated:
         raise errors.repeated_fields(repeated)
-    words = parse_hotwords(hotwords)
-    invalid = [w for w in words if not is_valid_hotword(w)]
-    if invalid:
-        raise APIError(422, "Invalid hotwords", invalid=invalid[:20])
-    wanted = unique_hotwords(words)
-    if len(wanted) > MAX_HOTWORDS:
-        raise errors.too_many_hotwords(len(wanted), MAX_HOTWORDS)
+    wanted = request_hotwords(hotwords)
     upload = SubmitRequest(
         upload=audio.file,
         filename=audio.filename,
