@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Annotated, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -24,6 +24,7 @@ DEFAULT_PUNC_MODEL = "iic/punc_ct-transformer_cn-en-common-vocab471067-large"
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+_MODEL_ALIAS_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}$")
 
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -106,6 +107,12 @@ class Settings(BaseSettings):
     api_body_timeout_seconds: float = Field(20.0, gt=0)
     api_body_min_rate: int = Field(500, ge=0)
 
+    # The OpenAI-compatible face (/v1/audio/transcriptions). A request waits this long for its
+    # task, then answers 504 with the task id (the task goes on); keep a proxy's read timeout
+    # above it. `model` may be the configured ASR model's name or one of these aliases.
+    openai_wait_seconds: float = Field(300.0, gt=0, le=3600)
+    openai_model_aliases: list[str] = ["whisper-1"]
+
     # Logs.
     log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_rotation: str = "10 MB"
@@ -140,11 +147,28 @@ class Settings(BaseSettings):
     def _empty_key_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
+    @field_validator("openai_model_aliases")
+    @classmethod
+    def _check_aliases(cls, value: list[str]) -> list[str]:
+        bad = [alias for alias in value if not _MODEL_ALIAS_RE.match(alias)]
+        if bad:
+            raise ValueError(f"model aliases are 1-128 of letters, digits and ._:/- (got {bad})")
+        return list(dict.fromkeys(value))
+
     @model_validator(mode="after")
     def _check_languages(self) -> Settings:
         if not self.asr_languages:
             raise ValueError("ASR_LANGUAGES must name at least one language")
         return self
+
+    @property
+    def asr_model_name(self) -> str:
+        """The ASR model as clients see it (/v1/models): its ModelScope id, or a local
+        directory's own name, so the server's paths are not shown."""
+        model = self.asr_model.rstrip("/")
+        if model.startswith(("/", "~", ".")) or len(PurePath(model).parts) > 2:
+            return PurePath(model).name
+        return model
 
     @property
     def device(self) -> str:

@@ -33,6 +33,9 @@ SERVICE_ERROR_STATUS: dict[type[ServiceError], int] = {
     domain.AudioTooLong: 413,
     domain.UnsupportedLanguage: 422,
     domain.StorageFull: 507,
+    # The synchronous face (/v1/audio/transcriptions): the task failed, or outlasted the wait.
+    domain.TranscriptionFailed: 500,
+    domain.TranscriptionTimeout: 504,
 }
 
 

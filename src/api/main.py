@@ -20,6 +20,7 @@ from src.api import errors, metrics
 from src.api.dependencies import require_api_key
 from src.api.middleware import AccessLog, RequestBodyGuard, body_limit_for
 from src.api.models import ErrorResponse
+from src.api.openai_routes import openai_api
 from src.api.routes import SUBMIT_THREADS, asr, stats_router, system
 from src.config import Settings, get_settings
 from src.logs import setup_logging
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(asr, prefix="/api/v1", **protected)  # type: ignore[arg-type]
     app.include_router(system, prefix="/api/v1")
     app.include_router(stats_router, prefix="/api/v1", **protected)  # type: ignore[arg-type]
+    app.include_router(openai_api, dependencies=[Depends(require_api_key)])  # its own 401 shape
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

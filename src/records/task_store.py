@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+import redis.asyncio
 from pydantic import BaseModel, Field
 
 from src.records.redis_client import seq_key, task_key
@@ -82,6 +83,12 @@ def save(
 
 def load(conn: redis.Redis, task_id: str) -> TaskRecord | None:
     raw = conn.get(task_key(task_id))
+    return TaskRecord.model_validate_json(raw) if raw else None
+
+
+async def load_async(aconn: redis.asyncio.Redis, task_id: str) -> TaskRecord | None:
+    """`load` on the async client, for an endpoint that waits on a task without a thread."""
+    raw = await aconn.get(task_key(task_id))
     return TaskRecord.model_validate_json(raw) if raw else None
 
 

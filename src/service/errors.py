@@ -113,3 +113,28 @@ class TaskNotDone(ServiceError):
     message: ClassVar[str] = "The task has no transcript yet; only a done task can be exported"
     task_id: str
     status: str
+
+
+@dataclass(eq=False)
+class TranscriptionFailed(ServiceError):
+    """A synchronous transcription whose task failed; `detail` is the task's own error."""
+
+    message: ClassVar[str] = "Transcription failed"
+    task_id: str
+    detail: str
+
+
+@dataclass(eq=False)
+class TranscriptionTimeout(ServiceError):
+    """A synchronous transcription still unfinished when the wait ran out. The task goes on:
+    the client can fetch its result from the native API with `task_id`."""
+
+    task_id: str
+    status: str
+    waited_seconds: float
+
+    def __str__(self) -> str:
+        return (
+            f"The transcription did not finish within {self.waited_seconds:g} s and is still "
+            f"{self.status}; it goes on: fetch its result later with task id {self.task_id}"
+        )

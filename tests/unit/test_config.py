@@ -115,3 +115,32 @@ def test_values_are_normalised(storage: Path, monkeypatch: pytest.MonkeyPatch):
     assert settings.storage_path == storage / "data"
     assert settings.history_file == storage / "data" / "logs" / "asr_history.jsonl"
     assert settings.recordings_dir == storage / "data" / "recordings"
+
+
+def test_the_openai_settings_are_checked(no_env_file: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("OPENAI_WAIT_SECONDS", "300000")  # milliseconds by mistake
+    monkeypatch.setenv("OPENAI_MODEL_ALIASES", '["whisper-1", "bad alias"]')
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    text = str(caught.value)
+    assert "OPENAI_WAIT_SECONDS: Input should be less than or equal to 3600" in text
+    assert "OPENAI_MODEL_ALIASES: " in text and "['bad alias']" in text
+    monkeypatch.setenv("OPENAI_WAIT_SECONDS", "30")
+    monkeypatch.setenv("OPENAI_MODEL_ALIASES", '["whisper-1", "whisper-1", "gpt-4o-transcribe"]')
+    settings = load_settings()
+    assert settings.openai_wait_seconds == 30
+    assert settings.openai_model_aliases == ["whisper-1", "gpt-4o-transcribe"]
+
+
+@pytest.mark.parametrize(
+    ("model", "name"),
+    [
+        ("iic/speech_seaco_paraformer", "iic/speech_seaco_paraformer"),  # a ModelScope id
+        ("/srv/models/paraformer-zh/", "paraformer-zh"),
+        ("~/models/paraformer-zh", "paraformer-zh"),
+        ("./models/paraformer-zh", "paraformer-zh"),
+        ("var/lib/asr/paraformer-zh", "paraformer-zh"),
+    ],
+)
+def test_clients_see_the_models_id_or_its_directorys_name(storage: Path, model: str, name: str):
+    assert make_settings(1, storage, asr_model=model).asr_model_name == name

@@ -1,15 +1,21 @@
-"""src/service/transcripts.py on a real Redis: the export of a done task's transcript."""
+"""src/service/transcripts.py on a real Redis: the synchronous face's wait for a task, and the
+export of a done task's transcript."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 import redis
+import redis.asyncio
 
 from src.records import task_store
 from src.records.task_store import TaskRecord, utcnow
 from src.service import transcripts
-from src.service.errors import TaskNotDone, TaskNotFound
+from src.service.errors import TaskNotDone, TaskNotFound, TranscriptionFailed, TranscriptionTimeout
 from src.vocabulary import TaskStatus
+from tests.support.processes import RedisServer, free_port
 from tests.support.records import DONE
 from tests.support.subtitles import parse_srt, parse_vtt
 
@@ -20,6 +26,85 @@ def queued(conn: redis.Redis) -> TaskRecord:
     record = TaskRecord(task_id=TASK_ID, filename="a.wav", file="a.wav", created_at=utcnow())
     task_store.save(conn, record)
     return record
+
+
+def wait(server: RedisServer, timeout_s: float, change: dict[str, object] | None = None, after=0.3):
+    """wait_finished on the async client while, `after` seconds in, the record changes (as a
+    worker would change it) or is deleted (`change={}`)."""
+
+    async def scenario() -> tuple[TaskRecord, float]:
+        aconn = redis.asyncio.Redis(host="127.0.0.1", port=server.port)
+
+        async def worker() -> float:
+            await asyncio.sleep(after)
+            if change == {}:
+                task_store.delete(server.client(), TASK_ID)
+            elif change is not None:
+                task_store.update(server.client(), TASK_ID, **change)
+            return time.monotonic()
+
+        try:
+            changed = asyncio.create_task(worker())
+            record = await transcripts.wait_finished(aconn, TASK_ID, timeout_s)
+            return record, time.monotonic() - await changed
+        finally:
+            await aconn.aclose()
+
+    return asyncio.run(scenario())
+
+
+def test_the_wait_ends_soon_after_the_task_is_done(conn: redis.Redis, redis_server: RedisServer):
+    """Done 1.6 s in, when the back-off has reached its longest step: the answer comes at most
+    that step later."""
+    queued(conn)
+    record, late = wait(redis_server, 5, DONE, after=1.6)
+    assert record.status == TaskStatus.DONE and record.text == "今天天气很好。明天下雨。"
+    assert late < transcripts.POLL_MAX_S + 0.2  # plus slack for a busy machine
+
+
+def test_a_failed_task_is_a_failed_transcription(conn: redis.Redis, redis_server: RedisServer):
+    queued(conn)
+    failure = {"status": TaskStatus.FAILED, "error": "Invalid audio: corrupt"}
+    with pytest.raises(TranscriptionFailed) as caught:
+        wait(redis_server, 5, failure)
+    assert caught.value.context() == {"task_id": TASK_ID, "detail": "Invalid audio: corrupt"}
+
+
+def test_the_wait_gives_up_at_its_timeout_and_names_the_task(
+    conn: redis.Redis, redis_server: RedisServer
+):
+    queued(conn)
+    started = time.monotonic()
+    with pytest.raises(TranscriptionTimeout) as caught:
+        wait(redis_server, 0.6, {"status": TaskStatus.PROCESSING}, after=0.1)
+    assert 0.6 <= time.monotonic() - started < 1.5
+    assert caught.value.context() == {
+        "task_id": TASK_ID,
+        "status": "processing",
+        "waited_seconds": 0.6,
+    }
+    assert TASK_ID in str(caught.value) and "processing" in str(caught.value)
+    assert task_store.load(conn, TASK_ID) is not None  # the task goes on
+
+
+def test_a_task_deleted_while_waited_on_is_not_found(conn: redis.Redis, redis_server: RedisServer):
+    queued(conn)
+    with pytest.raises(TaskNotFound):
+        wait(redis_server, 5, {})
+
+
+def test_redis_away_is_a_redis_connection_error():
+    """So the API's table answers 503, as for every other outage."""
+
+    async def scenario() -> None:
+        aconn = redis.asyncio.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+        try:
+            await transcripts.wait_finished(aconn, TASK_ID, 1)
+        finally:
+            await aconn.aclose()
+
+    with pytest.raises(redis.exceptions.ConnectionError):
+        asyncio.run(scenario())
 
 
 def test_only_a_done_task_is_exported(conn: redis.Redis):
