@@ -9,8 +9,12 @@ share a rotated file.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import logging
 import sys
+from types import ModuleType
 from typing import Literal, TypedDict
 
 from loguru import logger
@@ -76,3 +80,18 @@ def setup_logging(settings: Settings, role: Role, name: str = "") -> None:
     # uvicorn's own access log is replaced by the API's access middleware.
     logging.getLogger("uvicorn.access").handlers = []
     logging.getLogger("uvicorn.access").propagate = False
+
+
+def quiet_import(name: str) -> ModuleType:
+    """Import a module, sending what it prints to stdout meanwhile to the DEBUG log.
+
+    Some libraries print notices when imported (FunASR: src/asr/funasr_import.py); in a service
+    they land in the operator's log unformatted and without a level.
+    """
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        module = importlib.import_module(name)
+    for line in printed.getvalue().splitlines():
+        if line.strip():
+            logger.debug(f"{name} printed at import: {line.strip()}")
+    return module

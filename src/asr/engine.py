@@ -16,9 +16,10 @@ from src.engine.interface import EngineInfo, EngineInput, EngineOutput
 
 log = logging.getLogger(__name__)
 
-PRELOAD = ("torch", "funasr")
+PRELOAD = ("torch", "src.asr.funasr_import")
 """Imported by the worker supervisor before it forks (src/worker/supervisor.py): about 14 s of a
-fresh worker's start, which every fork then shares."""
+fresh worker's start, which every fork then shares. FunASR comes through src/asr/funasr_import.py,
+which keeps its import-time ffmpeg notice out of the log."""
 
 OOM_BATCH_DIVISOR = 4
 
