@@ -4,10 +4,11 @@
 #   scripts/serve.sh
 #
 # 1. installs uv if absent and syncs the locked environment (API + engine);
-# 2. uses the Redis configured in .env; when nothing answers there and `redis-server` is
+# 2. says in one line when a configured model is not on this box (src/asr/preflight.py);
+# 3. uses the Redis configured in .env; when nothing answers there and `redis-server` is
 #    installed, starts a local one with deploy/redis/redis.conf (append-only file on, data under
 #    STORAGE_PATH/redis);
-# 3. starts RQ_WORKER_COUNT workers (scripts/start_workers.sh) and the API (uvicorn).
+# 4. starts RQ_WORKER_COUNT workers (scripts/start_workers.sh) and the API (uvicorn).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,12 @@ for k, v in {"REDIS_HOST": s.redis_host, "REDIS_PORT": s.redis_port, "STORAGE": 
     print(f"{k}={shlex.quote(str(v))}")
 PYEOF
 )"
+
+# A first run without models says so now, in one line; the workers then wait for the models
+# (and /api/v1/health shows each one's reason) instead of failing.
+if ! missing=$($PY -m src.asr.preflight); then
+  echo "[serve] $missing; the workers will wait for the models" >&2
+fi
 
 children=()
 cleanup() {

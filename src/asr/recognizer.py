@@ -18,7 +18,7 @@ import numpy as np
 
 from src.asr import funasr_patches, pooling
 from src.asr.hotwords import clean_hotwords, read_hotwords_file
-from src.asr.models import resolve_model_dir
+from src.asr.models import resolve_model_dirs
 from src.asr.pooling import BatchRequest
 from src.asr.transcript import (
     MIN_SAMPLES,
@@ -80,14 +80,17 @@ class SpeechRecognizer:
         max_audio_seconds: float | None = None,
         cpu_threads: int = 0,
     ) -> None:
-        from funasr import AutoModel
+        # Before FunASR's import (seconds): a missing model is reported at once.
+        named = {
+            "asr": ("ASR_MODEL", asr_model),
+            "vad": ("ASR_VAD_MODEL", vad_model),
+            "punc": ("ASR_PUNC_MODEL", punc_model),
+        }
+        found = resolve_model_dirs(dict(named.values()), model_root)
+        dirs = {role: found[key] for role, (key, _) in named.items()}
+        from src.asr.funasr_import import funasr
 
         funasr_patches.patch_join_vad_texts()
-        dirs = {
-            "asr": resolve_model_dir(asr_model, model_root, role="ASR"),
-            "vad": resolve_model_dir(vad_model, model_root, role="VAD"),
-            "punc": resolve_model_dir(punc_model, model_root, role="punctuation"),
-        }
         self.device = resolve_device(device)
         self.model_ids = {"asr": asr_model, "vad": vad_model, "punc": punc_model}
         self.model_dirs = dirs
@@ -101,7 +104,7 @@ class SpeechRecognizer:
         self._replay: pooling.Replay | None = None
 
         started = time.perf_counter()
-        self._model = AutoModel(
+        self._model = funasr.AutoModel(
             model=str(dirs["asr"]),
             vad_model=str(dirs["vad"]),
             punc_model=str(dirs["punc"]),
