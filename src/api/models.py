@@ -69,6 +69,7 @@ class TaskResult(BaseModel):
                 {
                     "task_id": "2025-12-01_002_0a1b2c3d4e5f60718293a4b6",
                     "status": "processing",
+                    "position": 0,
                     "progress": 40,
                     "stage": "recognition",
                 },
@@ -86,7 +87,11 @@ class TaskResult(BaseModel):
     status: TaskStatus
     progress: int = Field(0, ge=0, le=100, description="0-100, reported by the worker")
     stage: Stage | None = Field(None, description="the step the task is in or ended at")
-    position: int | None = Field(None, description="1-based queue position while queued")
+    position: int | None = Field(
+        None,
+        ge=0,
+        description="place in line: n >= 1 while `queued` (1 = next), 0 while `processing`",
+    )
     filename: str | None = Field(None, description="the uploaded file's name")
     language: str | None = None
     text: str | None = Field(None, description="the transcript (done)")
@@ -116,10 +121,9 @@ class TaskResult(BaseModel):
             created_at=record.created_at,
             attempts=record.attempts,
             audio_url=audio_url,
+            position=view.position,
         )
-        if record.status == TaskStatus.QUEUED:
-            body.position = view.position
-        elif record.status == TaskStatus.PROCESSING:
+        if record.status == TaskStatus.PROCESSING:
             body.started_at = record.started_at
         elif record.status == TaskStatus.DONE:
             body.text = record.text

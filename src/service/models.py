@@ -33,8 +33,12 @@ class Queued(BaseModel):
 
     task_id: str = Field(description="`YYYY-MM-DD_NNN_<random>`; use it to poll the result")
     status: TaskStatus = TaskStatus.QUEUED
-    position: int | None = Field(
-        None, description="1-based place in the queue (1 = next); null once a worker has it"
+    position: int = Field(
+        ge=0,
+        description=(
+            "place in line: n >= 1 while `queued` (1 = next), 0 once a worker has the job "
+            "(status `processing`)"
+        ),
     )
     estimated_wait: int = Field(
         description="seconds until the result is expected, from observed processing speed"
@@ -56,7 +60,7 @@ class Submitted(Queued):
 
 @dataclass(frozen=True)
 class TaskView:
-    """A task's record and, while it waits, its place in the queue."""
+    """A task's record and its position: n >= 1 while queued, 0 while a worker has it."""
 
     record: TaskRecord
     position: int | None = None

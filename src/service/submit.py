@@ -32,6 +32,7 @@ from src.service.errors import (
 from src.service.models import Queued, SubmitRequest, Submitted
 from src.uploads import recordings
 from src.uploads.recordings import StorageFullError, UploadTooLargeError
+from src.vocabulary import TaskStatus
 
 # Uploads up to this size (a voice note is ~100 KB a minute) are decoded in full at submit, so a
 # file corrupt past its header gets a 400 now instead of a failed job later; bigger ones are only
@@ -108,15 +109,32 @@ def submit(
     return Submitted(**queued.model_dump(), filename=record.filename, size=size)
 
 
+def standing(queue: Queue, task_id: str, status: TaskStatus) -> tuple[TaskStatus, int | None]:
+    """The status and position a client is shown for a task whose record says `status`.
+
+    A queued task is either n-th in the queue (position n >= 1) or a worker already has it: RQ
+    took it off the queue, or a batch claimed it, before the worker marked the record. It is then
+    shown as `processing` at position 0, so `queued` always comes with a place in line and 0
+    always means a worker has it. A finished task has no position.
+    """
+    if status == TaskStatus.QUEUED:
+        pos = job_queue.position(queue, task_id)
+        if pos is not None:
+            return status, pos
+        status = TaskStatus.PROCESSING
+    return status, 0 if status == TaskStatus.PROCESSING else None
+
+
 def queued_answer(
     conn: redis.Redis, queue: Queue, task_id: str, audio_seconds: float | None
 ) -> Queued:
     """The submit/retry answer: where the job stands and how long it should take."""
-    pos = job_queue.position(queue, task_id)
+    status, pos = standing(queue, task_id, TaskStatus.QUEUED)
     workers = len(job_queue.ready_workers(conn))
     return Queued(
         task_id=task_id,
-        position=pos,
+        status=status,
+        position=pos or 0,
         estimated_wait=job_queue.estimated_wait(conn, pos or 1, workers, audio_seconds),
     )
 

@@ -16,17 +16,19 @@ from src.records import task_store
 from src.results import history
 from src.service.errors import RecordingGone, RecordingNotFound, TaskNotFailed, TaskNotFound
 from src.service.models import Deleted, Queued, Recording, TaskView
-from src.service.submit import queued_answer
+from src.service.submit import queued_answer, standing
 from src.uploads import recordings
 from src.vocabulary import TaskStatus
 
 
 def view(conn: redis.Redis, queue: Queue, task_id: str) -> TaskView:
-    """The task's record, and its queue position while it waits."""
+    """The task's record, and its position while it waits or runs (see `standing`)."""
     record = task_store.load(conn, task_id)
     if record is None:
         raise TaskNotFound(task_id=task_id)
-    position = job_queue.position(queue, task_id) if record.status == TaskStatus.QUEUED else None
+    status, position = standing(queue, task_id, record.status)
+    if status != record.status:  # a worker has it and has not marked the record yet
+        record = record.model_copy(update={"status": status})
     return TaskView(record=record, position=position)
 
 
