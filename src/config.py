@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     # Engine: what each worker loads, as "module:function" taking these Settings and returning
     # an src.engine.interface.Engine. The ASR engine by default.
     worker_engine: str = Field("src.asr.engine:load", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    # A worker whose engine cannot load (models not downloaded yet) stays up and tries again
+    # after 1 s, 2 s, 4 s ... up to this many seconds (src/worker/startup.py).
+    worker_start_retry_seconds: float = Field(30.0, gt=0, le=3600)
 
     # ASR engine.
     asr_model_path: Path = Path("~/.cache/modelscope/hub")

@@ -141,6 +141,14 @@ class TaskResult(BaseModel):
         return body
 
 
+_FIRST_RUN_ERROR = (
+    "ASR_MODEL iic/speech_seaco_paraformer_large_asr_nat-zh-cn-16k-common-vocab8404-pytorch "
+    "not found in /root/.cache/modelscope/hub: run "
+    "`uv run --extra engine python scripts/download_models.py` (or set it to a local model "
+    "directory)"
+)
+
+
 class HealthResponse(Health):
     model_config = ConfigDict(
         json_schema_extra={
@@ -151,7 +159,27 @@ class HealthResponse(Health):
                     "redis_connected": True,
                     "workers_active": 2,
                     "uptime": "3 days 5 hours",
-                }
+                },
+                {
+                    "status": "unavailable",
+                    "model_loaded": False,
+                    "redis_connected": True,
+                    "workers_active": 0,
+                    "uptime": "0 minutes",
+                    "workers_starting": [
+                        {
+                            "name": "worker-1",
+                            "state": "failed",
+                            "error": _FIRST_RUN_ERROR,
+                            "attempts": 3,
+                            "since": "2025-12-01T10:00:00Z",
+                            "retry_at": "2025-12-01T10:00:07Z",
+                            "pid": 4242,
+                            "hostname": "asr-box",
+                        }
+                    ],
+                    "error": f"worker-1: {_FIRST_RUN_ERROR}",
+                },
             ]
         }
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from typing import cast
 
 import redis
@@ -23,7 +22,9 @@ from src.records.redis_client import (
     READY_WORKERS_KEY,
     claimed_key,
     decoded,
+    publish_beacon,
     task_key,
+    withdraw_beacon,
     worker_key,
 )
 from src.results import stats
@@ -85,20 +86,11 @@ def position(queue: Queue, job_id: str) -> int | None:
 
 def publish_readiness(conn: redis.Redis, name: str, payload: str, ttl_s: int) -> None:
     """A worker's beacon (expires unless refreshed) and its name in the index readers use."""
-    now = time.time()
-    with conn.pipeline() as pipe:
-        pipe.set(worker_key(name), payload, ex=ttl_s)
-        pipe.zadd(READY_WORKERS_KEY, {name: now})
-        # Names not seen for a minute (killed workers) leave the index.
-        pipe.zremrangebyscore(READY_WORKERS_KEY, "-inf", now - 60)
-        pipe.execute()
+    publish_beacon(conn, READY_WORKERS_KEY, name, worker_key(name), payload, ttl_s)
 
 
 def withdraw_readiness(conn: redis.Redis, name: str) -> None:
-    with conn.pipeline() as pipe:
-        pipe.delete(worker_key(name))
-        pipe.zrem(READY_WORKERS_KEY, name)
-        pipe.execute()
+    withdraw_beacon(conn, READY_WORKERS_KEY, name, worker_key(name))
 
 
 def ready_workers(conn: redis.Redis) -> list[str]:

@@ -6,6 +6,8 @@ a hung request; workers use a connection without a read timeout because RQ block
 
 from __future__ import annotations
 
+import time
+
 import redis
 import redis.asyncio
 import redis.asyncio.retry
@@ -28,6 +30,10 @@ WORKER_KEY_PREFIX = f"{KEY_PREFIX}:worker:"
 # Names of workers that published a beacon (scored by when it was last seen): the index that
 # spares readers a SCAN of the keyspace. The beacons' own TTL still decides who is ready.
 READY_WORKERS_KEY = f"{KEY_PREFIX}:workers"
+# A worker that has no engine loaded yet (loading it, or waiting to try again after an error):
+# its start state (TTL like the readiness beacon), and the index of such names for /health.
+WORKER_START_KEY_PREFIX = f"{KEY_PREFIX}:worker-start:"
+STARTING_WORKERS_KEY = f"{KEY_PREFIX}:workers:starting"
 CLAIMED_KEY_PREFIX = f"{KEY_PREFIX}:claimed:"
 CLAIMERS_KEY = f"{KEY_PREFIX}:claimers"
 # Who runs an RQ execution (worker name, incarnation, pid, host): see src/queue/recovery.py.
@@ -41,6 +47,8 @@ REDIS_OUTAGE_KEY = f"{KEY_PREFIX}:redis:last_outage"
 # and the sum) and one of failures by reason. The API reads them at scrape time.
 METRICS_KEY_PREFIX = f"{KEY_PREFIX}:metrics:"
 FAILURES_KEY = f"{METRICS_KEY_PREFIX}failures"
+# A name in a beacon index not refreshed for this long (its worker was killed) is dropped.
+BEACON_STALE_S = 60
 # A worker waits this long at most between two tries while Redis is away.
 WORKER_RETRY_CAP_S = 5.0
 
@@ -77,6 +85,10 @@ def metrics_key(name: str) -> str:
     return f"{METRICS_KEY_PREFIX}{name}"
 
 
+def worker_start_key(name: str) -> str:
+    return f"{WORKER_START_KEY_PREFIX}{name}"
+
+
 def claimed_key(worker: str) -> str:
     """Jobs a worker took off the queue for its current batch and has not started yet."""
     return f"{CLAIMED_KEY_PREFIX}{worker}"
@@ -84,6 +96,27 @@ def claimed_key(worker: str) -> str:
 
 def execution_owner_key(execution_id: str) -> str:
     return f"{EXECUTION_OWNER_PREFIX}{execution_id}"
+
+
+def publish_beacon(
+    conn: redis.Redis, index: str, name: str, key: str, payload: str, ttl_s: int
+) -> None:
+    """A worker's beacon `key` (expires unless refreshed) and its name in `index`, the sorted
+    set readers use instead of a SCAN; names not seen for BEACON_STALE_S (a killed worker)
+    leave the index."""
+    now = time.time()
+    with conn.pipeline() as pipe:
+        pipe.set(key, payload, ex=ttl_s)
+        pipe.zadd(index, {name: now})
+        pipe.zremrangebyscore(index, "-inf", now - BEACON_STALE_S)
+        pipe.execute()
+
+
+def withdraw_beacon(conn: redis.Redis, index: str, name: str, key: str) -> None:
+    with conn.pipeline() as pipe:
+        pipe.delete(key)
+        pipe.zrem(index, name)
+        pipe.execute()
 
 
 def api_connection(settings: Settings) -> redis.Redis:

@@ -13,6 +13,7 @@ from typing import BinaryIO, Literal
 from pydantic import BaseModel, Field
 
 from src.records.task_store import TaskRecord
+from src.records.worker_start import WorkerStart
 from src.results.history import HistoryEntry
 from src.vocabulary import TaskStatus
 
@@ -104,7 +105,12 @@ class Health(BaseModel):
     uptime: str = Field(description="API uptime, human-readable")
     uptime_seconds: float = 0
     workers: list[WorkerInfo] = []
-    error: str | None = None
+    workers_starting: list[WorkerStart] = Field(
+        [], description="workers with no engine loaded yet: loading it, or why they cannot"
+    )
+    error: str | None = Field(
+        None, description="why not ready: Redis, or each starting worker's reason"
+    )
 
 
 class QueueFigures(BaseModel):

@@ -12,6 +12,7 @@ from rq import Queue
 
 from src.config import Settings
 from src.queue import job_queue
+from src.records import worker_start
 from src.records.redis_client import (
     AUDIO_INDEX_KEY,
     READY_WORKERS_KEY,
@@ -19,9 +20,15 @@ from src.records.redis_client import (
     decoded,
     worker_key,
 )
+from src.records.worker_start import WorkerStart
 from src.results import history, stats
 from src.service.models import Health, HistoryPage, QueueFigures, ServiceStats, WorkerInfo
 from src.uploads import recordings
+
+LOADING = "Models are still loading..."
+# Said only when no worker has published anything: none runs, or one is still importing its
+# engine's libraries before it can (the supervisor's first ~14 s).
+NO_WORKER = "No worker has reported yet: are the workers running (scripts/start_workers.sh)?"
 
 # What an unreachable Redis raises in the async client, socket errors included.
 UNREACHABLE: tuple[type[Exception], ...] = (*REDIS_ERRORS, TimeoutError, OSError)
@@ -50,6 +57,7 @@ async def health(aconn: redis.asyncio.Redis, started: float) -> Health:
         # Without WITHSCORES the reply holds members only.
         names = cast("list[bytes | str]", await aconn.zrange(READY_WORKERS_KEY, 0, -1))
         raw = await aconn.mget([worker_key(decoded(n)) for n in names]) if names else []
+        starting = await worker_start.starting(aconn)
     except UNREACHABLE:
         body.error = "Redis is unreachable"
         return body
@@ -57,11 +65,33 @@ async def health(aconn: redis.asyncio.Redis, started: float) -> Health:
     body.workers = [WorkerInfo.model_validate(json.loads(r)) for r in raw if r]
     body.workers_active = len(body.workers)
     body.model_loaded = bool(body.workers)
+    ready = {worker.name for worker in body.workers}
+    body.workers_starting = [s for s in starting if s.name not in ready]
     if not body.workers:
-        body.error = "Models are still loading..."
+        body.error = not_ready_reason(body.workers_starting)
         return body
     body.status = "ready"
     return body
+
+
+def not_ready_reason(starting: list[WorkerStart]) -> str:
+    """Why no worker is ready, from what the starting ones say, e.g. "worker-1, worker-2: ASR_MODEL
+    iic/... not found in ...: run `...download_models.py`". Workers with the same reason share
+    one entry: a first run's workers all lack the same models."""
+    if not starting:
+        return NO_WORKER
+    if all(s.state == "loading" and not s.error for s in starting):
+        return LOADING
+    by_reason: dict[str, list[str]] = {}
+    for s in starting:
+        if s.error is None:
+            why = "loading its engine"
+        elif s.state == "loading":
+            why = f"trying again after: {s.error}"
+        else:
+            why = s.error
+        by_reason.setdefault(why, []).append(s.name)
+    return "; ".join(f"{', '.join(names)}: {why}" for why, names in by_reason.items())
 
 
 def queue_figures(conn: redis.Redis, queue: Queue) -> QueueFigures:

@@ -30,7 +30,7 @@ from rq.worker import WorkerStatus
 from rq.worker_registration import unregister
 
 from src.config import Settings, get_settings
-from src.engine.interface import Engine, load_engine
+from src.engine.interface import Engine
 from src.logs import setup_logging
 from src.queue import job_queue
 from src.queue.job_queue import JOB_FUNC, get_queue
@@ -52,6 +52,7 @@ from src.records.redis_client import (
 )
 from src.results import stats
 from src.worker.context import WorkerContext, bound
+from src.worker.startup import StartBeacon, load_when_possible
 
 READINESS_INTERVAL_S = 5
 READINESS_TTL_S = 15
@@ -282,7 +283,9 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "<all>")
     logger.info(f"{name} starting: device={settings.device} CUDA_VISIBLE_DEVICES={visible}")
     started = time.perf_counter()
-    engine = load_engine(settings)
+    # "loading" in /health from now on, and the reason while the engine cannot load (no models)
+    start = StartBeacon(api_connection(settings), name, READINESS_INTERVAL_S, READINESS_TTL_S)
+    engine = load_when_possible(settings, name, start.begin())
     context = WorkerContext(settings=settings, engine=engine, name=name)
     logger.info(
         f"{name} engine loaded on {engine.info.device} in {time.perf_counter() - started:.1f}s"
@@ -300,6 +303,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     clear_stale_registration(conn, name)
     readiness = Readiness(api_connection(settings), worker, engine, settings)
     readiness.publish()
+    start.stop()  # only now: /health always sees the worker in one of its two states
     if waited > 1:
         note_redis_outage(conn, time.time())
     # At once, not after the first beat: a restarted worker-N requeues the job its predecessor

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from loguru import logger
 
 from src.api.main import create_app
 from src.config import Settings
@@ -175,6 +176,15 @@ def small_tmpfs(mount: Path, size: str) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def log_lines() -> Iterator[list[str]]:
+    """What this process logs through loguru from here on, as "LEVEL message" lines."""
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(f"{m.record['level'].name} {m.record['message']}"))
+    yield lines
+    logger.remove(sink)
 
 
 def submit(client: TestClient, path: Path) -> str:

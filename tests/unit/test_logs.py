@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from loguru import logger
 
 from src.logs import quiet_import
-
-
-@pytest.fixture
-def debug_lines() -> Iterator[list[str]]:
-    lines: list[str] = []
-    sink = logger.add(lambda m: lines.append(f"{m.record['level'].name} {m.record['message']}"))
-    yield lines
-    logger.remove(sink)
 
 
 def test_a_notice_printed_at_import_becomes_a_debug_line(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    debug_lines: list[str],
+    log_lines: list[str],
 ):
     (tmp_path / "noisy_lib.py").write_text(
         'print("Notice: ffmpeg is not installed.\\n\\tsudo apt install ffmpeg")\nVALUE = 42\n'
@@ -36,7 +26,7 @@ def test_a_notice_printed_at_import_becomes_a_debug_line(
 
     assert module.VALUE == 42
     assert capsys.readouterr().out == ""
-    assert debug_lines == [
+    assert log_lines == [
         "DEBUG noisy_lib printed at import: Notice: ffmpeg is not installed.",
         "DEBUG noisy_lib printed at import: sudo apt install ffmpeg",
     ]

@@ -11,7 +11,9 @@ import redis.asyncio
 
 from src.config import Settings
 from src.queue import job_queue
+from src.records import worker_start
 from src.records.task_store import TaskRecord, utcnow
+from src.records.worker_start import WorkerStart
 from src.results import history
 from src.service import status
 from src.vocabulary import TaskStatus
@@ -39,8 +41,55 @@ def test_no_worker_beacon_means_unavailable_with_the_reason(
 ) -> None:
     body = health(settings)
     assert body.status == "unavailable" and body.redis_connected
-    assert body.error == "Models are still loading..." and body.workers == []
+    assert body.error == status.NO_WORKER and body.workers == []
     assert body.uptime == "1 hour 1 minute"
+
+
+def start(name: str, state: str = "failed", error: str | None = None) -> WorkerStart:
+    return WorkerStart.model_validate(
+        {"name": name, "state": state, "error": error, "since": utcnow(), "pid": 1, "hostname": "h"}
+    )
+
+
+def test_loading_is_said_only_while_a_worker_is_loading(
+    conn: redis.Redis, settings: Settings
+) -> None:
+    worker_start.publish(conn, start("worker-1", "loading"), 15)
+    body = health(settings)
+    assert body.status == "unavailable" and body.error == "Models are still loading..."
+    assert [(s.name, s.state) for s in body.workers_starting] == [("worker-1", "loading")]
+
+
+def test_each_workers_start_error_is_the_reason_shared_reasons_once(
+    conn: redis.Redis, settings: Settings
+) -> None:
+    missing = "ASR_MODEL iic/x not found in /hub: run `download_models.py`"
+    worker_start.publish(conn, start("worker-1", error=missing), 15)
+    worker_start.publish(conn, start("worker-2", error=missing), 15)
+    worker_start.publish(conn, start("worker-3", "loading", error="CUDA out of memory"), 15)
+    body = health(settings)
+    assert body.status == "unavailable" and not body.model_loaded
+    assert body.error == (
+        f"worker-1, worker-2: {missing}; worker-3: trying again after: CUDA out of memory"
+    )
+
+
+def test_a_ready_worker_makes_it_ready_while_another_shows_why_it_is_not(
+    conn: redis.Redis, settings: Settings
+) -> None:
+    job_queue.publish_readiness(conn, "worker-1", json.dumps({"name": "worker-1"}), 15)
+    worker_start.publish(conn, start("worker-1", "loading"), 15)  # handing over: ready wins
+    worker_start.publish(conn, start("worker-2", error="no GPU memory"), 15)
+    body = health(settings)
+    assert body.status == "ready" and body.error is None
+    assert [s.name for s in body.workers_starting] == ["worker-2"]
+    assert body.workers_starting[0].error == "no GPU memory"
+
+
+def test_an_expired_start_state_is_gone(conn: redis.Redis, settings: Settings) -> None:
+    worker_start.publish(conn, start("worker-1", error="x"), 1)
+    conn.delete("asr:worker-start:worker-1")  # what its TTL does to a killed worker's state
+    assert health(settings).error == status.NO_WORKER
 
 
 def test_a_worker_beacon_makes_it_ready_and_shows_the_engine(
