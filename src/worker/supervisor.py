@@ -99,9 +99,9 @@ def restart_delay(quick_exits: int) -> float:
     """Pause before the next start, given how many starts in a row died within QUICK_EXIT_S.
 
     The first death restarts at once, however early it came (a SIGKILL right after a start);
-    a worker that keeps dying right after its start (missing model, bad setting, a twin still
-    running) is restarted after 1 s, 2 s, 4 s … up to 30 s instead of in a tight loop, each time
-    spending CPU on a model load.
+    a worker that keeps dying right after its start (a bad setting, a twin still running; a
+    missing model no longer makes it exit: src/worker/startup.py) is restarted after 1 s, 2 s,
+    4 s … up to 30 s instead of in a tight loop, each time spending CPU on a model load.
     """
     if quick_exits <= 1:
         return 0.0
