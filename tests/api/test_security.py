@@ -14,14 +14,16 @@ from tests.support.fixtures import make_settings
 from tests.support.processes import RedisServer
 
 KEY = "s3cret-key-for-tests"
+TASK = "2025-12-01_001_" + "0" * 24
+# With the key, each route answers for itself: the lists are empty and the task does not exist.
 PROTECTED = [
-    ("GET", "/api/v1/asr/history"),
-    ("GET", "/api/v1/asr/queue/status"),
-    ("GET", "/api/v1/stats"),
-    ("GET", "/api/v1/asr/result/2025-12-01_001_" + "0" * 24),
-    ("GET", "/api/v1/asr/audio/2025-12-01_001_" + "0" * 24),
-    ("POST", "/api/v1/asr/retry/2025-12-01_001_" + "0" * 24),
-    ("DELETE", "/api/v1/asr/task/2025-12-01_001_" + "0" * 24),
+    ("GET", "/api/v1/asr/history", 200, None),
+    ("GET", "/api/v1/asr/queue/status", 200, None),
+    ("GET", "/api/v1/stats", 200, None),
+    ("GET", f"/api/v1/asr/result/{TASK}", 404, "Task not found"),
+    ("GET", f"/api/v1/asr/audio/{TASK}", 404, "Recording not found"),
+    ("POST", f"/api/v1/asr/retry/{TASK}", 404, "Task not found"),
+    ("DELETE", f"/api/v1/asr/task/{TASK}", 404, "Task not found"),
 ]
 
 
@@ -32,16 +34,19 @@ def secured(redis_server: RedisServer, storage: Path, conn: object):
         yield client
 
 
-@pytest.mark.parametrize(("method", "path"), PROTECTED)
-def test_protected_routes_need_the_key(secured: TestClient, method: str, path: str):
+@pytest.mark.parametrize(("method", "path", "status", "error"), PROTECTED)
+def test_protected_routes_need_the_key(
+    secured: TestClient, method: str, path: str, status: int, error: str | None
+):
     for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}):
         resp = secured.request(method, path, headers=headers)
         assert resp.status_code == 401, (method, path, headers)
         assert resp.json() == {"error": "Missing or invalid API key"}
-    ok = secured.request(method, path, headers={"X-API-Key": KEY})
-    assert ok.status_code != 401
-    ok = secured.request(method, path, headers={"Authorization": f"Bearer {KEY}"})
-    assert ok.status_code != 401
+    for headers in ({"X-API-Key": KEY}, {"Authorization": f"Bearer {KEY}"}):
+        ok = secured.request(method, path, headers=headers)
+        assert ok.status_code == status, (method, path, headers, ok.text)
+        if error is not None:
+            assert ok.json() == {"error": error, "task_id": TASK}
 
 
 def test_submit_needs_the_key_and_stores_nothing_without_it(secured: TestClient, storage: Path):
