@@ -127,13 +127,15 @@ def test_asr_dir_loads_fast_with_every_weight(model_dirs: ModelDirs, automodel_c
 
 
 def test_building_is_fast_and_deterministic(tmp_path: Path) -> None:
+    """Every test session builds these dirs, so the builds themselves must stay cheap."""
+    import funasr.register  # noqa: F401  # ~25 s on a 2-core box, once per process: not timed
     import torch
 
     start = time.perf_counter()
     a = tiny_models.build_seaco_paraformer(tmp_path / "a", seed=3)
     b = tiny_models.build_seaco_paraformer(tmp_path / "b", seed=3)
     tiny_models.build_ct_punc(tmp_path / "p")
-    assert time.perf_counter() - start < 10.0  # 3 builds; funasr is imported by then
+    assert time.perf_counter() - start < 5.0  # 3 builds: 0.3 s measured on the 2-core box
     sa, sb = torch.load(a / "model.pt"), torch.load(b / "model.pt")
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     other = torch.load(tiny_models.build_seaco_paraformer(tmp_path / "c", seed=4) / "model.pt")
