@@ -148,7 +148,13 @@ def test_killing_only_the_supervisor_never_runs_a_job_twice(
 
 
 def test_job_timeout_fails_the_job_and_the_worker_goes_on(fenv: Env, long_clip: Path):
-    worker = fenv.worker("timeout-w")
+    """The test engine sleeps 0.1 s per second of audio: the 300 s clip needs 30 s, whatever
+    the CPU, against a 2 s timeout; the 6.6 s clip after it needs 0.7 s."""
+    worker = fenv.worker(
+        "timeout-w",
+        WORKER_ENGINE="tests.support.loudness_engine:load",
+        LOUDNESS_DELAY_PER_AUDIO_S="0.1",
+    )
     worker.wait_ready(fenv.conn())
     settings = fenv.settings(rq_worker_timeout=2)
     with TestClient(create_app(settings)) as client:
@@ -160,7 +166,10 @@ def test_job_timeout_fails_the_job_and_the_worker_goes_on(fenv: Env, long_clip: 
         assert body["error"] == "Processing timeout (2s exceeded)"
         assert body["retry_url"] == f"/api/v1/asr/retry/{task_id}"
         short = submit(client, SPEECH_WAV)
-        assert wait_status(client, short, {"done", "failed"}, 60)["status"] == "done"
+        served = wait_status(client, short, {"done", "failed"}, 60)
+        assert served["status"] == "done", served
+        # The sleeping test engine ran it, not FunASR: its text is the duration and level.
+        assert re.fullmatch(r"6\.61 s at -[\d.]+ dBFS", served["text"]), served
     assert worker.proc is not None and worker.proc.poll() is None
     assert history_lines(settings, task_id)[0]["error"] == "Processing timeout (2s exceeded)"
     record(
