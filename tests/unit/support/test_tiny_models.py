@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from tests.support import tiny_models
+from tests.support.prerequisites import need
 from tests.support.signals import silence, voiced
 from tests.support.tiny_models import ModelDirs
 
@@ -270,8 +271,8 @@ def test_key_with_vad_raises_type_error(pipeline: Any, audio: np.ndarray) -> Non
         pipeline.generate(audio, key="job-1")
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 def test_pipeline_on_espeak_speech(pipeline: Any, tmp_path: Path) -> None:
+    need("espeak-ng", "espeak-ng")
     speech = espeak("欢迎大家来体验达摩院推出的语音识别模型", tmp_path)
     audio = np.concatenate([silence(0.5), speech, silence(0.5)])
     result = pipeline.generate(audio, sentence_timestamp=True, hotword=HOTWORDS)[0]
