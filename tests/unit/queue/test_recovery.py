@@ -70,8 +70,10 @@ def test_a_restarted_worker_of_the_same_name_does_not_own_the_old_job(
     assert recovery.requeue_abandoned(conn, queue, settings) == [task_id]
     assert queue.get_job_ids() == [task_id]
     record = task_store.load(conn, task_id)
-    assert record is not None and record.status == TaskStatus.QUEUED
+    assert record is not None
+    assert (record.status, record.stage, record.progress) == (TaskStatus.QUEUED, Stage.REQUEUED, 0)
     assert record.abandons == 1  # alone, Redis up: this death may be the job's doing
+    assert conn.ttl(task_key(task_id)) == -1  # waits again: no expiry until it ends
 
 
 def test_a_running_owner_keeps_its_job(conn: redis.Redis, settings: Settings):
@@ -96,9 +98,10 @@ def test_a_job_that_kills_its_worker_three_times_alone_is_failed(
         assert record is not None
         if death < MAX_ABANDONS:
             assert (record.status, record.abandons) == (TaskStatus.QUEUED, death)
+            assert conn.ttl(task_key(task_id)) == -1
     assert record.status == TaskStatus.FAILED
     assert record.error is not None and "3 times" in record.error and "alone" in record.error
-    assert conn.ttl(f"asr:task:{task_id}") > 0
+    assert settings.task_ttl_seconds - 10 < conn.ttl(task_key(task_id)) <= settings.task_ttl_seconds
     assert Job.fetch(task_id, connection=conn).get_status() == JobStatus.FAILED
     assert task_id in FailedJobRegistry(queue=queue).get_job_ids()
     assert queue.get_job_ids() == []
