@@ -19,6 +19,7 @@ import redis
 import redis.asyncio
 
 from src.records import task_store
+from src.records.redis_client import REDIS_ERRORS
 from src.records.task_store import TaskRecord
 from src.results import subtitles
 from src.service.errors import TaskNotDone, TaskNotFound, TranscriptionFailed, TranscriptionTimeout
@@ -28,6 +29,10 @@ TextFormat = Literal["txt", "srt", "vtt"]
 
 POLL_FIRST_S = 0.05
 POLL_MAX_S = 0.5
+# Reads in a row that may fail before the wait calls it an outage (503): one slow or dropped
+# read on a loaded box is not one (seen once in CI: a single read timed out mid-wait).
+READ_ATTEMPTS = 3
+READ_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, TimeoutError, OSError)
 
 
 def finished(conn: redis.Redis, task_id: str) -> TaskRecord:
@@ -54,11 +59,17 @@ async def wait_finished(aconn: redis.asyncio.Redis, task_id: str, timeout_s: flo
     `TaskNotFound` when it was deleted meanwhile."""
     deadline = time.monotonic() + timeout_s
     delay = POLL_FIRST_S
+    failures = 0
     while True:
         try:
             record = await task_store.load_async(aconn, task_id)
-        except (TimeoutError, OSError) as exc:  # the async client's socket errors: an outage
-            raise redis.exceptions.ConnectionError("Redis unreachable") from exc
+        except READ_ERRORS as exc:  # socket errors of the async client
+            failures += 1
+            if failures >= READ_ATTEMPTS or time.monotonic() >= deadline:
+                raise redis.exceptions.ConnectionError("Redis unreachable") from exc
+            await asyncio.sleep(POLL_FIRST_S)
+            continue
+        failures = 0
         if record is None:
             raise TaskNotFound(task_id=task_id)
         if record.status == TaskStatus.DONE:

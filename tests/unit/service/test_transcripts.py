@@ -129,3 +129,34 @@ def test_the_exports_carry_the_sentences(conn: redis.Redis):
     assert [(c.start_ms, c.end_ms, c.text) for c in srt] == expected
     assert [(c.start_ms, c.end_ms, c.text) for c in vtt] == expected
     assert transcripts.export(record, "txt") == "今天天气很好。明天下雨。\n"
+
+
+class Stalling(redis.asyncio.Redis):
+    """The real async client, whose first `stalls` reads time out as a stalled socket would."""
+
+    def __init__(self, stalls: int, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.stalls = stalls
+
+    async def get(self, name):  # type: ignore[no-untyped-def, override]
+        if self.stalls:
+            self.stalls -= 1
+            raise redis.exceptions.TimeoutError("Timeout reading from socket")
+        return await super().get(name)
+
+
+def test_one_stalled_read_mid_wait_is_not_an_outage(conn: redis.Redis, redis_server: RedisServer):
+    """A single read that timed out on a loaded box: the wait reads again, the task is done."""
+    queued(conn)
+    task_store.update(conn, TASK_ID, **DONE)
+
+    async def scenario(stalls: int) -> TaskRecord:
+        aconn = Stalling(stalls, host="127.0.0.1", port=redis_server.port)
+        try:
+            return await transcripts.wait_finished(aconn, TASK_ID, 5)
+        finally:
+            await aconn.aclose()
+
+    assert asyncio.run(scenario(transcripts.READ_ATTEMPTS - 1)).status == TaskStatus.DONE
+    with pytest.raises(redis.exceptions.ConnectionError):  # every read failing is an outage
+        asyncio.run(scenario(transcripts.READ_ATTEMPTS))
