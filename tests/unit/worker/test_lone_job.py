@@ -13,7 +13,7 @@ from src.records import task_store
 from src.records.task_store import TaskStatus
 from tests.support.fixtures import make_settings
 from tests.support.processes import RedisServer
-from tests.unit.worker.test_job_metrics import ENGINE_S, CountingEngine, queue_task, serve
+from tests.support.worker_jobs import ENGINE_S, CountingEngine, queue_task, serve
 
 # Bookkeeping around the engine's pass (a few Redis round trips), with room for a loaded box;
 # far below any wait "for others" worth having.

@@ -21,7 +21,7 @@ from src.records.task_store import TaskStatus
 from src.service import tasks
 from tests.support.fixtures import make_settings
 from tests.support.processes import RedisServer
-from tests.unit.worker.test_job_metrics import CountingEngine, queue_task, serve
+from tests.support.worker_jobs import CountingEngine, queue_task, serve
 
 
 @pytest.fixture
