@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from src.config import Settings
 from src.records.redis_client import HISTORY_KEY
 from src.results import history
-from tests.unit.results.test_history import finished
+from tests.support.records import finished
 
 
 def test_history_keeps_the_newest_ten_newest_first(

@@ -36,3 +36,25 @@ DONE: dict[str, object] = {
     "duration": 6.6,
     "sentences": DONE_SENTENCES,
 }
+
+
+CREATED = datetime(2026, 11, 29, 8, 0, 0, tzinfo=UTC)
+
+
+def finished(n: int, status: TaskStatus = TaskStatus.DONE, **fields: object) -> TaskRecord:
+    """The n-th finished task of a fixed day, as a worker leaves it (not saved anywhere)."""
+    task_id = f"2026-11-29_{n:03d}_{n:024x}"
+    values: dict[str, object] = {
+        "task_id": task_id,
+        "status": status,
+        "filename": f"note {n}.ogg",
+        "file": f"{task_id}.ogg",
+        "created_at": CREATED,
+        "finished_at": datetime(2026, 11, 29, 8, 0, n, tzinfo=UTC),
+        "text": f"第{n}条",
+        "duration": 6.5,
+        "worker_id": "worker-1",
+        "attempts": 1,
+    }
+    values.update(fields)
+    return TaskRecord.model_validate(values)

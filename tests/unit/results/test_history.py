@@ -4,34 +4,13 @@ keeps every one, on the tests' private Redis."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
 
-from src.records.task_store import TaskRecord
 from src.results import history, stats
 from src.vocabulary import TaskStatus
-
-CREATED = datetime(2026, 11, 29, 8, 0, 0, tzinfo=UTC)
-
-
-def finished(n: int, status: TaskStatus = TaskStatus.DONE, **fields: object) -> TaskRecord:
-    task_id = f"2026-11-29_{n:03d}_{n:024x}"
-    values: dict[str, object] = {
-        "task_id": task_id,
-        "status": status,
-        "filename": f"note {n}.ogg",
-        "file": f"{task_id}.ogg",
-        "created_at": CREATED,
-        "finished_at": datetime(2026, 11, 29, 8, 0, n, tzinfo=UTC),
-        "text": f"第{n}条",
-        "duration": 6.5,
-        "worker_id": "worker-1",
-        "attempts": 1,
-    }
-    values.update(fields)
-    return TaskRecord.model_validate(values)
+from tests.support.records import finished
 
 
 def jsonl(path: Path) -> list[dict]:
