@@ -6,14 +6,16 @@ import hmac
 from typing import Annotated
 
 import redis
-from fastapi import Depends, Path, Request, Security
+from fastapi import Depends, Path, Security, WebSocket
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from rq import Queue
+from starlette.requests import HTTPConnection
 
 from src.api.errors import APIError
 from src.config import Settings, get_settings
 from src.queue.job_queue import get_queue
 from src.records.task_store import TASK_ID_PATTERN, is_valid_task_id
+from src.service.push import EventHub
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
@@ -21,21 +23,41 @@ _bearer = HTTPBearer(auto_error=False, description="API_KEY as a bearer token")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API_KEY")
 
 
+def key_accepted(settings: Settings, given: str | None) -> bool:
+    """No API_KEY set, or `given` is it (compared in constant time)."""
+    if settings.api_key is None:
+        return True
+    expected = settings.api_key.get_secret_value()
+    return bool(given) and hmac.compare_digest((given or "").encode(), expected.encode())
+
+
 def require_api_key(
     settings: SettingsDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     header: Annotated[str | None, Security(_header)],
 ) -> None:
-    """When API_KEY is set, every protected route needs it; compared in constant time."""
-    if settings.api_key is None:
-        return
-    given = header or (bearer.credentials if bearer else "")
-    expected = settings.api_key.get_secret_value()
-    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+    """When API_KEY is set, every protected route needs it."""
+    if not key_accepted(settings, header or (bearer.credentials if bearer else "")):
         raise APIError(401, "Missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
 
 
-def get_redis(request: Request) -> redis.Redis:
+def websocket_key(websocket: WebSocket) -> str | None:
+    """The key a WebSocket client sent: a header like every route, or `api_key` in the query,
+    since a browser cannot set headers on a WebSocket."""
+    auth = websocket.headers.get("authorization", "")
+    bearer = auth[7:] if auth.lower().startswith("bearer ") else None
+    return websocket.headers.get("x-api-key") or bearer or websocket.query_params.get("api_key")
+
+
+def get_events(request: HTTPConnection) -> EventHub:
+    hub: EventHub = request.app.state.events  # started by the lifespan in src/api/main.py
+    return hub
+
+
+EventsDep = Annotated[EventHub, Depends(get_events)]
+
+
+def get_redis(request: HTTPConnection) -> redis.Redis:
     conn: redis.Redis = request.app.state.redis  # set by the lifespan in src/api/main.py
     return conn
 

@@ -111,6 +111,24 @@ def headers_too_slow(timeout_s: float) -> Rejection:
     )
 
 
+# WebSocket close codes: RFC 6455 leaves 4000-4999 to applications, so an error closes the
+# socket with 4000 + the status its HTTP twin would answer (4404: unknown task), and an outage
+# with 1013 ("try again later"). Reasons must fit a control frame: 123 bytes.
+WS_UNAVAILABLE = 1013
+
+
+def websocket_close(exc: Exception) -> tuple[int, str]:
+    """The close code and reason for an error met while serving a WebSocket."""
+    if isinstance(exc, APIError):
+        return 4000 + exc.status_code, exc.error[:123]
+    if isinstance(exc, ServiceError):
+        return 4000 + SERVICE_ERROR_STATUS[type(exc)], str(exc)[:123]
+    if isinstance(exc, REDIS_ERRORS):
+        logger.error(f"WebSocket - redis unavailable: {type(exc).__name__}")
+        return WS_UNAVAILABLE, "Service unavailable: the queue (Redis) is unreachable"
+    raise exc
+
+
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(status_code=status, content=body, headers=headers)
 

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import time
 from collections.abc import AsyncIterator
@@ -21,17 +23,23 @@ from src.api.dependencies import require_api_key
 from src.api.middleware import AccessLog, RequestBodyGuard, body_limit_for
 from src.api.models import ErrorResponse
 from src.api.openai_routes import openai_api
-from src.api.routes import SUBMIT_THREADS, asr, stats_router, system
+from src.api.routes import SUBMIT_THREADS, asr, push, stats_router, system
 from src.config import Settings, get_settings
 from src.logs import setup_logging
 from src.records.redis_client import api_async_connection, api_connection
+from src.service.push import LISTEN_S, EventHub
 from src.uploads.recordings import ensure_dirs
+
+# How long shutdown waits for the event relay: one read of its subscription, and a margin.
+RELAY_STOP_S = LISTEN_S + 2.0
 
 DESCRIPTION = """
 Offline speech recognition (FunASR Paraformer-zh + FSMN-VAD + CT-punc, with hotwords).
 
 1. `POST /api/v1/asr/submit` with a multipart `audio` file -> `task_id`.
-2. Poll `GET /api/v1/asr/result/{task_id}` until `status` is `done` (text, sentences) or `failed`.
+2. Get the result without polling in a loop: `GET /api/v1/asr/result/{task_id}?wait=30` answers
+   as soon as the task is `done` (text, sentences) or `failed`; or open the WebSocket
+   `/api/v1/asr/ws/{task_id}` for every change as it happens.
 
 Every error is JSON with an `error` key.
 """
@@ -58,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.aredis = api_async_connection(settings)
         app.state.started = time.time()
         app.state.submit_limiter = CapacityLimiter(SUBMIT_THREADS)
+        app.state.events = EventHub(app.state.aredis)
+        relay = asyncio.create_task(app.state.events.run(), name="event-hub")
         logger.info(f"API starting: redis={settings.redis_display} queue={settings.rq_queue_name}")
         if settings.api_key is None and not is_loopback(settings.api_host):
             logger.warning(
@@ -65,6 +75,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "not set: anyone who can reach this port can submit, read and delete tasks"
             )
         yield
+        app.state.events.stop()
+        relay.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(relay, RELAY_STOP_S)
         app.state.redis.close()
         await app.state.aredis.aclose()
 
@@ -82,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "responses": {401: {"model": ErrorResponse, "description": "API_KEY missing or wrong"}},
     }
     app.include_router(asr, prefix="/api/v1", **protected)  # type: ignore[arg-type]
+    app.include_router(push, prefix="/api/v1")  # WebSockets check the key themselves
     app.include_router(system, prefix="/api/v1")
     app.include_router(stats_router, prefix="/api/v1", **protected)  # type: ignore[arg-type]
     app.include_router(openai_api, dependencies=[Depends(require_api_key)])  # its own 401 shape

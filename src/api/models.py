@@ -105,6 +105,9 @@ class TaskResult(BaseModel):
     audio_url: str | None = None
     error: str | None = Field(None, description="why it failed (failed)")
     retry_url: str | None = Field(None, description="POST here to run it again (failed)")
+    estimated_wait: float | None = Field(
+        None, description="seconds until it should be done, as submit estimates it (queued)"
+    )
     attempts: int = 0
 
     @classmethod
@@ -133,11 +136,14 @@ class TaskResult(BaseModel):
             body.rtf = record.rtf
             body.started_at = record.started_at
             body.finished_at = record.finished_at
-        else:
+        elif record.status == TaskStatus.FAILED:
             body.error = record.error
             body.retry_url = retry_url
             body.duration = record.audio_duration
             body.finished_at = record.finished_at
+        else:  # queued: its place in line and how long until it should be done
+            body.duration = record.audio_duration
+            body.estimated_wait = view.estimated_wait
         return body
 
 

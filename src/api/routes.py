@@ -5,12 +5,25 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from anyio import to_thread
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, WebSocket
 from fastapi.responses import FileResponse
+from starlette.requests import HTTPConnection
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from src.api import errors
-from src.api.dependencies import QueueDep, RedisDep, SettingsDep, TaskId
+from src.api.dependencies import (
+    EventsDep,
+    QueueDep,
+    RedisDep,
+    SettingsDep,
+    TaskId,
+    get_events,
+    get_redis,
+    get_rq_queue,
+    key_accepted,
+    valid_task_id,
+    websocket_key,
+)
 from src.api.exports import FILE_CONTENT, ExportFormat, transcript_file
 from src.api.forms import request_hotwords
 from src.api.models import (
@@ -24,6 +37,7 @@ from src.api.models import (
     SubmitResponse,
     TaskResult,
 )
+from src.api.sockets import until_disconnect
 from src.asr.hotwords import MAX_HOTWORDS
 from src.media.audio import SUPPORTED_FORMATS
 from src.service import status, tasks, transcripts
@@ -39,6 +53,8 @@ E = ErrorResponse
 SUBMIT_THREADS = 4
 # The submit form's fields; each may be sent once (FastAPI alone would keep the last silently).
 SUBMIT_FIELDS = ("audio", "language", "batch_size", "hotwords")
+# The longest long poll: under common proxies' 60-100 s idle timeouts.
+MAX_WAIT_S = 60.0
 
 
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {
@@ -52,12 +68,13 @@ TASK_ERRORS: dict[int | str, dict[str, Any]] = {
 
 asr = APIRouter(prefix="/asr", tags=["asr"])
 system = APIRouter(tags=["system"])  # health: open, for load balancers and probes
+push = APIRouter(prefix="/asr", tags=["asr"])  # WebSockets: the key is checked in the route
 stats_router = APIRouter(tags=["system"])
 
 
-def url(request: Request, route: str, task_id: str) -> str:
+def url(conn: HTTPConnection, route: str, task_id: str) -> str:
     """A task's URL as the router builds it (path only, as the design's examples show)."""
-    return str(request.app.url_path_for(route, task_id=task_id))
+    return str(conn.app.url_path_for(route, task_id=task_id))
 
 
 @asr.post(
@@ -132,11 +149,12 @@ async def submit(
         **TASK_ERRORS,
     },
 )
-def result(
+async def result(
     request: Request,
     task_id: TaskId,
     conn: RedisDep,
     queue: QueueDep,
+    hub: EventsDep,
     fmt: Annotated[
         ExportFormat,
         Query(
@@ -145,10 +163,20 @@ def result(
             "(WebVTT): a done task's transcript as a UTF-8 file, one cue per sentence",
         ),
     ] = "json",
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_S,
+            description="Long poll: answer as soon as the task is `done` or `failed`, or after "
+            "this many seconds with its state then. 0 answers at once",
+        ),
+    ] = 0,
 ) -> TaskResult | Response:
+    view = await tasks.view_settled(hub, conn, queue, task_id, wait)
     if fmt != "json":
-        return transcript_file(transcripts.finished(conn, task_id), fmt, attach_name=True)
-    view = tasks.view(conn, queue, task_id)
+        record = await to_thread.run_sync(transcripts.finished, conn, task_id)
+        return transcript_file(record, fmt, attach_name=True)
     return TaskResult.of(view, url(request, "audio", task_id), url(request, "retry", task_id))
 
 
@@ -263,3 +291,29 @@ async def health(request: Request, response: Response) -> Health:
 )
 def service_stats(request: Request, conn: RedisDep, settings: SettingsDep) -> ServiceStats:
     return status.service_stats(conn, settings, request.app.state.started)
+
+
+@push.websocket("/ws/{task_id}", name="task_events")
+async def task_events(websocket: WebSocket, task_id: str) -> None:
+    """The task's state at once, then one message per change, closed after done or failed.
+
+    Each message is what `GET /result/{task_id}` would answer then. Close codes: 1000 after the
+    last state; 4401 without the API key; 4422 for a malformed id; 4404 for an unknown (or
+    deleted) task; 1013 while Redis is unreachable.
+    """
+    await websocket.accept()
+    try:
+        if not key_accepted(websocket.app.state.settings, websocket_key(websocket)):
+            raise errors.APIError(401, "Missing or invalid API key")
+        valid_task_id(task_id)
+        conn = get_redis(websocket)
+        queue = get_rq_queue(conn, websocket.app.state.settings)
+        changes = tasks.follow(get_events(websocket), conn, queue, task_id)
+        audio, retry = url(websocket, "audio", task_id), url(websocket, "retry", task_id)
+        sent = await until_disconnect(websocket, changes, lambda v: TaskResult.of(v, audio, retry))
+    except Exception as exc:
+        code, reason = errors.websocket_close(exc)
+        await websocket.close(code, reason)
+        return
+    if sent:
+        await websocket.close(1000, "settled")

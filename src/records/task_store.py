@@ -15,6 +15,8 @@ import redis
 import redis.asyncio
 from pydantic import BaseModel, Field
 
+from src.records import events
+from src.records.events import TaskEvent
 from src.records.redis_client import seq_key, task_key
 from src.vocabulary import Sentence, Stage, TaskStatus
 
@@ -78,7 +80,24 @@ def new_task_id(conn: redis.Redis, now: datetime | None = None) -> str:
 def save(
     conn: redis.Redis | redis.client.Pipeline, record: TaskRecord, ttl: int | None = None
 ) -> None:
-    conn.set(task_key(record.task_id), record.model_dump_json(), ex=ttl)
+    """Write the whole record and announce it (see src/records/events.py)."""
+    if isinstance(conn, redis.client.Pipeline):
+        conn.set(task_key(record.task_id), record.model_dump_json(), ex=ttl)
+        events.publish(conn, _event(record, "status"))
+        return
+    with conn.pipeline() as pipe:
+        save(pipe, record, ttl)
+        pipe.execute()
+
+
+def _event(record: TaskRecord, change: events.Change) -> TaskEvent:
+    return TaskEvent(
+        task_id=record.task_id,
+        change=change,
+        status=record.status,
+        stage=record.stage,
+        progress=record.progress,
+    )
 
 
 def load(conn: redis.Redis, task_id: str) -> TaskRecord | None:
@@ -107,11 +126,13 @@ def update(
                     return None
                 record = TaskRecord.model_validate_json(raw).model_copy(update=fields)
                 record = TaskRecord.model_validate(record.model_dump())
+                change: events.Change = "status" if "status" in fields else "progress"
                 pipe.multi()
                 if ttl is None:
                     pipe.set(key, record.model_dump_json(), xx=True, keepttl=True)
                 else:
                     pipe.set(key, record.model_dump_json(), xx=True, ex=ttl)
+                events.publish(pipe, _event(record, change))
                 pipe.execute()
                 return record
             except redis.WatchError:
@@ -119,4 +140,8 @@ def update(
 
 
 def delete(conn: redis.Redis, task_id: str) -> bool:
-    return bool(conn.delete(task_key(task_id)))
+    with conn.pipeline() as pipe:
+        pipe.delete(task_key(task_id))
+        events.publish(pipe, TaskEvent(task_id=task_id, change="deleted"))
+        deleted, _ = pipe.execute()
+    return bool(deleted)

@@ -65,6 +65,12 @@ class TaskView:
 
     record: TaskRecord
     position: int | None = None
+    estimated_wait: float | None = None  # seconds until it should be done, while queued
+
+    @property
+    def settled(self) -> bool:
+        """Done or failed: nothing more will change until a retry."""
+        return self.record.status in (TaskStatus.DONE, TaskStatus.FAILED)
 
 
 class Deleted(BaseModel):

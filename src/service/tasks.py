@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 from pathlib import PurePath
 
 import redis
+from anyio import to_thread
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
@@ -16,20 +18,57 @@ from src.records import task_store
 from src.results import history
 from src.service.errors import RecordingGone, RecordingNotFound, TaskNotFailed, TaskNotFound
 from src.service.models import Deleted, Queued, Recording, TaskView
+from src.service.push import EventHub, until_settled
 from src.service.submit import queued_answer, standing
 from src.uploads import recordings
 from src.vocabulary import TaskStatus
 
 
 def view(conn: redis.Redis, queue: Queue, task_id: str) -> TaskView:
-    """The task's record, and its position while it waits or runs (see `standing`)."""
+    """The task's record, and its position (and wait) while it waits or runs (see `standing`)."""
     record = task_store.load(conn, task_id)
     if record is None:
         raise TaskNotFound(task_id=task_id)
     status, position = standing(queue, task_id, record.status)
     if status != record.status:  # a worker has it and has not marked the record yet
         record = record.model_copy(update={"status": status})
-    return TaskView(record=record, position=position)
+    wait = None
+    if status == TaskStatus.QUEUED and position:
+        workers = len(job_queue.ready_workers(conn))
+        wait = job_queue.estimated_wait(conn, position, workers, record.audio_duration)
+    return TaskView(record=record, position=position, estimated_wait=wait)
+
+
+async def view_settled(
+    hub: EventHub, conn: redis.Redis, queue: Queue, task_id: str, timeout_s: float
+) -> TaskView:
+    """The long poll: the view once the task is done or failed, or after `timeout_s` as it is
+    then. No thread and no Redis read while it waits; the hub wakes it on the task's events."""
+
+    async def read() -> TaskView:
+        return await to_thread.run_sync(view, conn, queue, task_id)
+
+    if timeout_s <= 0:
+        return await read()
+    with hub.watch(task_id) as watch:
+        return await until_settled(watch, read, lambda v: v.settled, timeout_s)
+
+
+async def follow(
+    hub: EventHub, conn: redis.Redis, queue: Queue, task_id: str
+) -> AsyncIterator[TaskView]:
+    """The task's view now, then again each time it changes (its place in line included),
+    ending with done or failed. Raises `TaskNotFound` if it is (or becomes) unknown."""
+    with hub.watch(task_id, queue_moves=True) as watch:
+        last: TaskView | None = None
+        while True:
+            current = await to_thread.run_sync(view, conn, queue, task_id)
+            if current != last:
+                yield current
+                last = current
+            if current.settled:
+                return
+            await watch.wait(None)  # rung by the task's events or a queue move
 
 
 def retry(conn: redis.Redis, queue: Queue, settings: Settings, task_id: str) -> Queued:
