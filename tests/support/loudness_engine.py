@@ -30,13 +30,18 @@ def dbfs(samples: np.ndarray) -> float:
 
 
 class LoudnessEngine:
-    """Duration, overall level and a level per second, as the task's text and sentences."""
+    """Duration, overall level and a level per second, as the task's text and sentences.
 
-    max_batch = 1
+    Its "batch" pass runs the inputs one after another in one call, each sleeping its delay, so
+    a test can kill a worker in the middle of a cross-job batch at a known point.
+    """
 
-    def __init__(self, max_audio_seconds: float, delay_per_audio_s: float) -> None:
+    def __init__(
+        self, max_audio_seconds: float, delay_per_audio_s: float, max_batch: int = 1
+    ) -> None:
         self.max_audio_seconds = max_audio_seconds
         self.delay_per_audio_s = delay_per_audio_s
+        self.max_batch = max_batch
         self.info = EngineInfo(device="cpu", models={"loudness": "rms-dbfs"}, load_time=0.0)
 
     def process(self, item: EngineInput) -> EngineOutput:
@@ -75,6 +80,9 @@ class LoudnessEngine:
 
 
 def load(settings: Settings) -> LoudnessEngine:
+    """Batches only when ASR_BATCH_JOBS is set: the device default (4 on CPU) is FunASR's."""
     return LoudnessEngine(
-        settings.asr_max_audio_seconds, float(os.environ.get(DELAY_ENV, "0") or 0)
+        settings.asr_max_audio_seconds,
+        float(os.environ.get(DELAY_ENV, "0") or 0),
+        max_batch=settings.asr_batch_jobs or 1,
     )

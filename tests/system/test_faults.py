@@ -20,8 +20,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from rq.job import Job
+from rq.registry import StartedJobRegistry
 
 from src.api.main import create_app
+from src.queue import job_queue
+from src.records import task_store
+from src.vocabulary import Stage, TaskStatus
 from tests.support.audio_samples import SPEECH_WAV, make_long
 from tests.support.fixtures import (
     Env,
@@ -90,6 +94,131 @@ def test_sigkilled_worker_job_is_rerun_and_finished(fenv: Env, long_clip: Path, 
     )
     for w in workers:
         w.stop(10)
+
+
+# The sleeping test engine (tests/support/loudness_engine.py) pools up to ASR_BATCH_JOBS inputs
+# in one pass and sleeps this long per audio second: a 6.6 s voice note costs 3.5 s, whatever
+# the CPU, so a pass of three is 10.5 s long and can be caught in its middle.
+BATCH_DELAY_S = 0.5
+BATCH_ENV = {
+    "WORKER_ENGINE": "tests.support.loudness_engine:load",
+    "LOUDNESS_DELAY_PER_AUDIO_S": str(BATCH_DELAY_S),
+    "ASR_BATCH_JOBS": "4",
+    "ASR_BATCH_MAX_AUDIO_SECONDS": "10",
+    "RQ_QUEUE_NAME": "asr-mid-batch",
+}
+
+
+def test_sigkilled_worker_mid_batch_every_batch_job_is_rerun_once(fenv: Env, tmp_path: Path):
+    """Issue 15: a worker killed inside a pooled pass holds two kinds of jobs: the one RQ
+    started (in the started registry, under its owner) and the batch-mates it claimed and marked
+    `processing` (on its claim list only). Every one must be back on the queue within seconds
+    and end `done` once, by the survivor; the jobs outside the batch are not touched.
+
+    The survivor starts first and is kept busy with a long recording, so that the four voice
+    notes wait for the victim, which takes three of them as one batch (its fair share with two
+    workers up), and the requeued jobs wait in the queue where a poll can see them."""
+    conn = fenv.conn()
+    conn.flushall()  # deaths and worker registrations left by this module's earlier kills
+    settings = fenv.settings(rq_queue_name=BATCH_ENV["RQ_QUEUE_NAME"])
+    queue = job_queue.get_queue(conn, settings)
+    long_one = make_long(SPEECH_WAV, tmp_path, seconds=60, fmt="flac")  # 30 s; never batched
+    survivor = fenv.worker("mid-batch-b", **BATCH_ENV)
+    survivor.wait_ready(conn)
+    with TestClient(create_app(settings)) as client:
+        outsider = submit(client, long_one)
+        wait_status(client, outsider, {"processing"}, 60)
+        notes = [submit(client, SPEECH_WAV) for _ in range(4)]
+        victim = fenv.worker("mid-batch-a", **BATCH_ENV)
+
+        def under_way() -> list[str] | None:
+            """The victim's claimed batch-mates, once its pass has moved past the leader."""
+            mates = job_queue.claimed(conn, victim.name)
+            first = task_store.load(conn, mates[0]) if len(mates) == 2 else None
+            return mates if first is not None and first.stage == Stage.RECOGNITION else None
+
+        mates = wait_for(under_way, 60, 0.05, "the victim's pass on its second clip")
+        assert isinstance(mates, list)
+        started = StartedJobRegistry(queue=queue).get_job_ids(cleanup=False)
+        (leader,) = [t for t in notes if t in started]
+        batch = [leader, *mates]
+        (waiting,) = [t for t in notes if t not in batch]
+        before = {t: task_store.load(conn, t) for t in [*batch, waiting]}
+        victim.kill_group(signal.SIGKILL)
+        killed_at = time.monotonic()
+        victim.proc.wait(10)  # type: ignore[union-attr]
+
+        # The kill landed inside one pass: all three were `processing` on the victim together,
+        # one of them in RQ's started registry and two on its claim list, and the pass never
+        # returned (its "batch of" line and every completion come after it).
+        assert Job.fetch(leader, connection=conn).worker_name == victim.name
+        for task_id in batch:
+            rec = before[task_id]
+            assert rec is not None and rec.status == TaskStatus.PROCESSING, rec
+            assert (rec.worker_id, rec.attempts) == (victim.name, 1), rec
+        assert before[waiting].status == TaskStatus.QUEUED  # type: ignore[union-attr]
+        assert 1 < before[mates[0]].progress < 100  # type: ignore[union-attr]
+        assert "batch of" not in victim.output()
+        assert "status=completed" not in victim.output()
+
+        seen: dict[str, list[str]] = {t: [] for t in [*batch, waiting, outsider]}
+        done_s: dict[str, float] = {}  # from the kill to each task's first `done` poll
+
+        def poll() -> dict[str, dict]:
+            bodies = {t: result(client, t) for t in seen}
+            for task_id, body in bodies.items():
+                seen[task_id].append(body["status"])
+                if body["status"] == "done":
+                    done_s.setdefault(task_id, time.monotonic() - killed_at)
+            return bodies
+
+        def requeued() -> bool:
+            bodies = poll()
+            return all(bodies[t]["status"] == "queued" or bodies[t]["attempts"] >= 2 for t in batch)
+
+        wait_for(requeued, REQUEUE_BOUND_S, 0.05, "the whole batch back on the queue")
+        requeued_s = time.monotonic() - killed_at
+
+        def finished() -> dict[str, dict] | None:
+            bodies = poll()
+            ended = all(b["status"] in ("done", "failed") for b in bodies.values())
+            return bodies if ended else None
+
+        bodies = wait_for(finished, 180, 0.1, "the batch re-run after SIGKILL")
+        recovered = time.monotonic() - killed_at
+        assert isinstance(bodies, dict)
+        assert client.get("/api/v1/asr/queue/status").json()["failed"] == 0
+
+    for task_id, body in bodies.items():
+        assert body["status"] == "done", body
+        assert "failed" not in seen[task_id], (task_id, seen[task_id])
+        lines = history_lines(settings, task_id)
+        assert [(x["status"], x["worker_id"]) for x in lines] == [("success", survivor.name)]
+    for task_id in batch:
+        assert bodies[task_id]["attempts"] == 2, bodies[task_id]
+    for task_id in (waiting, outsider):
+        assert bodies[task_id]["attempts"] == 1, bodies[task_id]
+    abandons = {t: task_store.load(conn, t).abandons for t in seen}  # type: ignore[union-attr]
+    # The death counts once towards the poison limit, against the job RQ ran; not the mates'.
+    assert abandons == {leader: 1, mates[0]: 0, mates[1]: 0, waiting: 0, outsider: 0}
+    out = survivor.output()
+    assert f"task={leader} requeued: its worker {victim.name} stopped mid-job (1 of 3)" in out
+    for task_id in mates:
+        assert f"task={task_id} requeued: its worker {victim.name} stopped before" in out
+    assert job_queue.claimed(conn, victim.name) == []
+    assert victim.name not in job_queue.claimers(conn)
+    back_in_queue = [t for t in batch if "queued" in seen[t][: seen[t].index("done")]]
+    record(
+        "worker SIGKILL (process group) mid-batch: 3 voice notes in one pooled pass",
+        recovery_s=round(recovered, 1),
+        requeued_s=round(requeued_s, 1),
+        seen_queued=len(back_in_queue),
+        survivor_free_s=round(done_s[outsider], 1),  # the survivor's own long job ended
+        batch_done_s=round(max(done_s[t] for t in batch), 1),
+        outcome="the started job requeued by the sweep, its 2 claimed batch-mates returned; "
+        "all 3 done once by the survivor, attempts=2, never failed; jobs outside the batch ran "
+        "once",
+    )
 
 
 def test_killing_only_the_supervisor_never_runs_a_job_twice(
