@@ -11,6 +11,7 @@ import math
 from typing import cast
 
 import redis
+from redis.client import Pipeline
 from rq import Queue, Worker
 from rq.job import Callback, Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
@@ -48,7 +49,11 @@ def get_queue(conn: redis.Redis, settings: Settings) -> Queue:
     )
 
 
-def enqueue_task(queue: Queue, task_id: str, settings: Settings) -> Job:
+def enqueue_task(
+    queue: Queue, task_id: str, settings: Settings, pipeline: Pipeline | None = None
+) -> Job:
+    """Enqueue now, or as part of `pipeline`: a transaction (begun with `multi()`) that writes
+    the task's record too, so that Redis, and its AOF after a crash, holds both or neither."""
     return queue.enqueue(
         JOB_FUNC,
         task_id,
@@ -58,6 +63,7 @@ def enqueue_task(queue: Queue, task_id: str, settings: Settings) -> Job:
         failure_ttl=max(settings.task_ttl_seconds, 86400),
         on_failure=Callback(FAILURE_CALLBACK),
         description=f"transcribe {task_id}",
+        pipeline=pipeline,
     )
 
 

@@ -95,12 +95,15 @@ def submit(
         created_at=now,
     )
     try:
+        # One MULTI/EXEC with the job: a record without its job would wait forever, and a
+        # Redis crash between two transactions could keep just the first (AOF everysec).
         with conn.pipeline() as pipe:
+            pipe.multi()  # opened here: RQ would call multi() after commands are queued, an error
             task_store.save(pipe, record)
             recordings.index_recording(pipe, name, now.timestamp())
             stats.incr_submitted(pipe)
+            job_queue.enqueue_task(queue, task_id, settings, pipe)
             pipe.execute()
-        job_queue.enqueue_task(queue, task_id, settings)
     except REDIS_ERRORS:
         _undo_submit(conn, settings, task_id, name)
         raise

@@ -92,9 +92,12 @@ def retry(conn: redis.Redis, queue: Queue, settings: Settings, task_id: str) -> 
             "text": None,
         }
     )
-    task_store.save(conn, fresh)  # no TTL while it waits again
-    recordings.pin(conn, record.file)
-    job_queue.enqueue_task(queue, task_id, settings)
+    with conn.pipeline() as pipe:  # one transaction, as at submit: never queued without a job
+        pipe.multi()
+        task_store.save(pipe, fresh)  # no TTL while it waits again
+        recordings.pin(pipe, record.file)
+        job_queue.enqueue_task(queue, task_id, settings, pipe)
+        pipe.execute()
     return queued_answer(conn, queue, task_id, record.audio_duration)
 
 
