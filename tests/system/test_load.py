@@ -167,7 +167,8 @@ def test_one_hundred_concurrent_clients(server: str, service: Service):
                         "recovery_s": round(elapsed, 1),
                         "health_p95_ms": round(p95 * 1000, 1),
                         "health_max_ms": round(max(health_times) * 1000, 1),
-                        "outcome": f"{CLIENTS}x200, all done, unique ids, one JSONL line each",
+                        "outcome": f"{CLIENTS}x200, all done, unique ids, polls only forward, "
+                        "done stayed done, one JSONL line each",
                     }
                 )
                 + "\n"
