@@ -8,6 +8,7 @@ import os
 import statistics
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -32,7 +33,23 @@ def server(service: Service, model_dirs: object) -> Iterator[str]:
         api.stop()
 
 
-async def burst(url: str) -> tuple[list[httpx.Response], list[float], list[dict]]:
+# Where a status stands in a task's life: a poll may only see a task stay or move forward.
+STAGE_OF = {"queued": 0, "processing": 1, "done": 2, "failed": 2}
+# What must not change once a task is done, however often it is polled.
+DONE_FIELDS = ("text", "sentences", "duration", "finished_at", "attempts")
+
+
+@dataclass
+class Burst:
+    responses: list[httpx.Response]
+    health_times: list[float]
+    polls: dict[str, list[dict]]  # each task's polled bodies, in order
+    finished_at: float  # time.monotonic() of the poll that found every task finished
+
+
+async def burst(url: str) -> Burst:
+    """Submit CLIENTS voice notes at once while /health is probed, then poll every task every
+    0.2 s until all are finished, and once more after that."""
     payload = SPEECH_OGG.read_bytes()
     # Close idle connections before uvicorn does (its keep-alive is 5 s): reusing one the server
     # is closing at that moment is a client-side race that ends in ReadError.
@@ -58,32 +75,72 @@ async def burst(url: str) -> tuple[list[httpx.Response], list[float], list[dict]
         responses = await asyncio.gather(*(one(i) for i in range(CLIENTS)))
         ids = [r.json()["task_id"] for r in responses if r.status_code == 200]
 
-        results: dict[str, dict] = {}
+        polls: dict[str, list[dict]] = {t: [] for t in ids}
         deadline = time.monotonic() + 300
-        while len(results) < len(ids) and time.monotonic() < deadline:
-            pending = [t for t in ids if t not in results]
-            bodies = await asyncio.gather(*(client.get(f"/api/v1/asr/result/{t}") for t in pending))
-            for task_id, resp in zip(pending, bodies, strict=True):
-                body = resp.json()
-                assert body["status"] in ("queued", "processing", "done", "failed")
-                if body["status"] in ("done", "failed"):
-                    results[task_id] = body
+        last_round = False
+        finished_at = 0.0
+        while True:
+            answers = await asyncio.gather(*(client.get(f"/api/v1/asr/result/{t}") for t in ids))
+            for task_id, resp in zip(ids, answers, strict=True):
+                assert resp.status_code == 200, (task_id, resp.text)
+                polls[task_id].append(resp.json())
+            if last_round or time.monotonic() > deadline:
+                break
+            last_round = all(p[-1]["status"] in ("done", "failed") for p in polls.values())
+            if last_round:
+                finished_at = time.monotonic()
             await asyncio.sleep(0.2)
         stop.set()
         await prober
-        return list(responses), health_times, list(results.values())
+        return Burst(list(responses), health_times, polls, finished_at)
+
+
+def assert_fields_match_the_status(body: dict) -> None:
+    """A poll shows one state, and what it shows with it belongs to that state (fields that are
+    None are left out of the answer)."""
+    status = body["status"]
+    assert status in STAGE_OF, body
+    if status == "queued":
+        assert body["position"] >= 1 and "text" not in body and "error" not in body, body
+    elif status == "processing":
+        assert body["position"] == 0 and "text" not in body and "error" not in body, body
+    elif status == "done":
+        assert "position" not in body and "error" not in body, body
+        assert body["progress"] == 100 and isinstance(body["text"], str), body
+
+
+def assert_only_moves_forward(task_id: str, bodies: list[dict]) -> None:
+    """queued -> processing -> done, never back; progress never falls; once done, every later
+    poll is done with the same transcript; one attempt (nothing was killed)."""
+    statuses = [b["status"] for b in bodies]
+    stages = [STAGE_OF[s] for s in statuses]
+    assert stages == sorted(stages), (task_id, statuses)
+    progress = [b["progress"] for b in bodies]
+    assert progress == sorted(progress), (task_id, progress)
+    assert "done" in statuses, (task_id, statuses)
+    done = bodies[statuses.index("done") :]
+    assert len(done) >= 2, (task_id, statuses)  # seen done, then polled again
+    first = {k: done[0].get(k) for k in DONE_FIELDS}
+    for later in done[1:]:
+        assert later["status"] == "done", (task_id, statuses)
+        assert {k: later.get(k) for k in DONE_FIELDS} == first, (task_id, later)
+    assert first["attempts"] == 1, (task_id, first)
 
 
 def test_one_hundred_concurrent_clients(server: str, service: Service):
     started = time.monotonic()
-    responses, health_times, results = asyncio.run(burst(server))
-    elapsed = time.monotonic() - started
+    run = asyncio.run(burst(server))
+    responses, health_times, polls = run.responses, run.health_times, run.polls
+    elapsed = run.finished_at - started  # from the first submit to the last result
 
     assert [r.status_code for r in responses] == [200] * CLIENTS
     ids = [r.json()["task_id"] for r in responses]
     assert len(set(ids)) == CLIENTS
-    assert len(results) == CLIENTS
-    assert {r["status"] for r in results} == {"done"}
+    assert {p[-1]["status"] for p in polls.values()} == {"done"}
+    for task_id, bodies in polls.items():
+        for body in bodies:
+            assert_fields_match_the_status(body)
+        assert_only_moves_forward(task_id, bodies)
 
     lines = [json.loads(x) for x in service.settings.history_file.read_text().splitlines()]
     ours = [x for x in lines if x["task_id"] in set(ids)]
@@ -110,7 +167,8 @@ def test_one_hundred_concurrent_clients(server: str, service: Service):
                         "recovery_s": round(elapsed, 1),
                         "health_p95_ms": round(p95 * 1000, 1),
                         "health_max_ms": round(max(health_times) * 1000, 1),
-                        "outcome": f"{CLIENTS}x200, all done, unique ids, one JSONL line each",
+                        "outcome": f"{CLIENTS}x200, all done, unique ids, polls only forward, "
+                        "done stayed done, one JSONL line each",
                     }
                 )
                 + "\n"

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import redis
+from loguru import logger
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
@@ -31,7 +33,8 @@ from src.results import history, metrics, stats
 from src.uploads import recordings
 from src.vocabulary import Stage
 from src.worker.process import ASRWorker
-from tests.support.processes import wait_for
+from tests.support.fixtures import make_settings
+from tests.support.processes import RedisServer, wait_for
 from tests.support.records import new_task
 
 
@@ -127,6 +130,37 @@ def test_a_death_during_a_redis_outage_is_not_counted(conn: redis.Redis, setting
     assert recovery.requeue_abandoned(conn, queue, settings) == [task_id]
     record = task_store.load(conn, task_id)
     assert record is not None and record.abandons == 0
+
+
+def test_a_death_across_a_redis_restart_is_not_counted(tmp_path: Path):
+    """A private redis-server (AOF, as deployed) restarted for real while the dead owner's job
+    was started: the sweep that finds it after the restart does not count the death."""
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        settings = make_settings(server.port, tmp_path / "storage")
+        conn = server.client()
+        queue = job_queue.get_queue(conn, settings)
+        task_id = new_task(conn, settings, queue)
+        start(conn, queue, task_id, Owner(name="worker-1", pid=dead_pid()))
+        # Redis's uptime is in whole seconds: start the job over a second before the restart.
+        time.sleep(1.5)
+        server.stop(signal.SIGTERM)
+        server.start()
+        conn = server.client()
+        lines: list[str] = []
+        sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO")
+        try:
+            requeued = recovery.requeue_abandoned(
+                conn, job_queue.get_queue(conn, settings), settings
+            )
+        finally:
+            logger.remove(sink)
+        assert requeued == [task_id]
+        record = task_store.load(conn, task_id)
+        assert record is not None and (record.status, record.abandons) == (TaskStatus.QUEUED, 0)
+        assert [line for line in lines if "not counted: Redis restarted while it ran" in line]
+    finally:
+        server.stop()
 
 
 def test_an_owner_that_moved_on_lost_the_jobs_end(conn: redis.Redis, settings: Settings):
