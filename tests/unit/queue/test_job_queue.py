@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 import redis
-from rq import Queue
-from rq.job import Job
+from rq import Queue, Worker
+from rq.job import Callback, Job
+from rq.registry import FailedJobRegistry
 
 from src.config import Settings
 from src.queue import job_queue
@@ -144,3 +145,118 @@ def test_until_the_queue_is_counted_the_jobs_ahead_are_taken_to_be_like_this_one
     # Once counted, the queue's own mean is used for the jobs ahead: 2 x 5 s + 30 s of audio.
     conn.set(BACKLOG_KEY, json.dumps({"jobs": 4, "audio_seconds": 20.0}))
     assert job_queue.estimated_wait(conn, 3, 1, 30.0) == 4
+
+
+# --- more of the same, found missing by mutation testing (report/MUTATION.md) ----------------
+
+
+def test_the_queue_is_the_configured_one(conn: redis.Redis, storage: Path):
+    settings = make_settings(6379, storage, rq_queue_name="asr-test")
+    queue = job_queue.get_queue(conn, settings)
+    assert queue.name == "asr-test" and queue.key == "rq:queue:asr-test"  # what `rq info` shows
+
+
+def test_queue_status_counts_jobs_by_state_and_workers_by_activity(
+    conn: redis.Redis, settings: Settings
+):
+    queue = job_queue.get_queue(conn, settings)
+    ids = [new_task(conn, settings, queue, n) for n in (1, 2, 3, 4)]
+    busy = Worker([queue], connection=conn, name="worker-1")
+    busy.register_birth()
+    job = Job.fetch(ids[0], connection=conn)
+    conn.lrem(queue.key, 1, ids[0])
+    busy.prepare_execution(job)  # RQ's own bookkeeping of a started job: the worker is busy
+    busy.prepare_job_execution(job)
+    for name in ("worker-2", "worker-3"):
+        Worker([queue], connection=conn, name=name).register_birth()  # idle
+    conn.lrem(queue.key, 1, ids[1])
+    FailedJobRegistry(queue=queue).add(Job.fetch(ids[1], connection=conn), ttl=60)
+    assert job_queue.queue_status(conn, queue) == {
+        "queued": 2,
+        "processing": 1,
+        "failed": 1,
+        "workers": 3,
+        "workers_busy": 1,
+    }
+
+
+def test_jobs_after_a_current_one_are_migrated_too_and_callbacks_are_kept_or_left_unset(
+    conn: redis.Redis, settings: Settings
+):
+    queue = job_queue.get_queue(conn, settings)
+    job_queue.enqueue_task(queue, "t-new", settings)  # today's, first in the queue
+    queue.enqueue(
+        "src.asr.jobs.transcribe",
+        "t-old",
+        job_id="t-old",
+        on_failure=Callback(job_queue.FAILURE_CALLBACK),  # already today's callback
+    )
+    queue.enqueue("src.api.tasks.transcribe", "t-bare", job_id="t-bare")  # no callback at all
+    assert sorted(job_queue.migrate_legacy_jobs(queue)) == ["t-bare", "t-old"]
+    old = Job.fetch("t-old", connection=conn)
+    assert old._failure_callback_name == job_queue.FAILURE_CALLBACK
+    assert Job.fetch("t-bare", connection=conn)._failure_callback_name is None
+
+
+def test_withdrawing_readiness_removes_the_beacon_itself(conn: redis.Redis):
+    """Recovery reads the beacon to tell a restarted worker from its predecessor."""
+    assert job_queue.ready_workers(conn) == []  # no worker ever: nothing to read
+    job_queue.publish_readiness(conn, "worker-1", '{"name": "worker-1"}', ttl_s=30)
+    job_queue.withdraw_readiness(conn, "worker-1")
+    assert conn.exists(worker_key("worker-1")) == 0
+
+
+def test_every_ready_worker_is_listed(conn: redis.Redis):
+    names = [f"worker-{n}" for n in range(1, 6)]
+    for name in names:
+        job_queue.publish_readiness(conn, name, "{}", ttl_s=30)
+    assert job_queue.ready_workers(conn) == names
+
+
+def test_throughput_without_audio_lengths_is_taken_per_job(conn: redis.Redis):
+    stats.record_job(conn, 4.0, 0.0)  # jobs whose audio length nobody knew
+    assert job_queue.estimated_wait(conn, 3, 1, 30.0) == 12  # 3 jobs x 4 s, not 0 s of audio
+
+
+def test_the_estimate_can_be_one_second_but_never_less(conn: redis.Redis):
+    stats.record_job(conn, 0.01, 10.0)
+    assert job_queue.estimated_wait(conn, 1, 1, 1.0) == 1
+
+
+def test_an_empty_queue_has_an_empty_backlog_and_audio_is_kept_to_the_millisecond(
+    conn: redis.Redis, settings: Settings
+):
+    queue = job_queue.get_queue(conn, settings)
+    assert job_queue.refresh_backlog(conn, queue) == {"jobs": 0, "audio_seconds": 0}
+    task_store.update(conn, new_task(conn, settings, queue, 1), audio_duration=1.23456)
+    assert job_queue.refresh_backlog(conn, queue)["audio_seconds"] == 1.235
+
+
+def test_returning_a_batch_goes_on_past_jobs_it_leaves_alone(conn: redis.Redis, settings: Settings):
+    """Returned newest claim first: one already back in the queue or already started must not
+    stop the older claims from going back."""
+    queue = job_queue.get_queue(conn, settings)
+    ids = [new_task(conn, settings, queue, n) for n in (1, 2, 3, 4)]
+    assert job_queue.claim(conn, queue, "worker-1", ids[:3]) == ids[:3]
+    queue.push_job_id(ids[2], at_front=True)  # the newest claim is back in the queue already
+    assert job_queue.return_claimed(conn, queue, "worker-1") == ids[:2]
+    assert queue.get_job_ids() == [*ids[:3], ids[3]]
+    assert job_queue.claimers(conn) == []
+
+    assert job_queue.claim(conn, queue, "worker-2", ids[:2]) == ids[:2]
+    started = Worker([queue], connection=conn, name="worker-2")
+    job = Job.fetch(ids[1], connection=conn)
+    started.prepare_execution(job)
+    started.prepare_job_execution(job)  # the newest claim started: the sweep's, not ours
+    assert job_queue.return_claimed(conn, queue, "worker-2") == [ids[0]]
+
+
+def test_every_job_on_the_queue_gets_the_worker_timeout(conn: redis.Redis, storage: Path):
+    """A task's job carries it whatever queue object enqueued it; a job enqueued without one
+    (an earlier release's, or `rq enqueue`) gets it from the queue."""
+    settings = make_settings(6379, storage, rq_worker_timeout=900)
+    plain = Queue(settings.rq_queue_name, connection=conn)  # RQ's default timeout: 180 s
+    job_queue.enqueue_task(plain, TASK_ID, settings)
+    assert Job.fetch(TASK_ID, connection=conn).timeout == 900
+    other = job_queue.get_queue(conn, settings).enqueue("builtins.print", job_id="other")
+    assert Job.fetch(other.id, connection=conn).timeout == 900

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import redis
 from loguru import logger
-from rq import Queue
+from rq import Queue, Worker
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
@@ -27,7 +29,7 @@ from src.config import Settings
 from src.queue import job_queue, recovery
 from src.queue.recovery import MAX_ABANDONS, Owner
 from src.records import task_store
-from src.records.redis_client import AUDIO_PINNED_KEY, FAILURES_KEY, task_key
+from src.records.redis_client import AUDIO_PINNED_KEY, DEATHS_KEY, FAILURES_KEY, task_key
 from src.records.task_store import TaskStatus
 from src.results import history, metrics, stats
 from src.uploads import recordings
@@ -261,3 +263,243 @@ def test_mark_failed_of_a_deleted_task_writes_no_history(conn: redis.Redis, sett
     assert history.latest(conn, 10) == []
     assert not settings.history_file.exists()
     assert metrics.failures(conn.hgetall(FAILURES_KEY))["timeout"] == 1  # counted all the same
+
+
+# --- more of the same, found missing by mutation testing (report/MUTATION.md) ----------------
+
+
+def start_plainly(conn: redis.Redis, queue: Queue, task_id: str, name: str) -> Worker:
+    """Start the job as a plain `rq worker` would: registered under its name, no owner record."""
+    worker = Worker([queue], connection=conn, name=name)
+    worker.register_birth()
+    job = Job.fetch(task_id, connection=conn)
+    conn.lrem(queue.key, 1, task_id)
+    worker.prepare_execution(job)
+    worker.prepare_job_execution(job)
+    return worker
+
+
+def default_signals() -> None:
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def backdate(conn: redis.Redis, task_id: str, seconds: float) -> None:
+    job = Job.fetch(task_id, connection=conn)
+    job.started_at = datetime.now(UTC) - timedelta(seconds=seconds)
+    job.save()
+
+
+def test_a_live_pid_under_a_newer_incarnation_is_not_the_owner(
+    conn: redis.Redis, settings: Settings
+):
+    """The restarted worker may get the old pid back (a container's pid 1, say): the beacon's
+    incarnation, not the pid, says the old process is gone."""
+    queue = job_queue.get_queue(conn, settings)
+    task_id = new_task(conn, settings, queue)
+    start(conn, queue, task_id, Owner(name="worker-1"))  # this process's pid: alive
+    beacon(conn, Owner(name="worker-1"))  # the same name, a new incarnation
+    assert recovery.requeue_abandoned(conn, queue, settings) == [task_id]
+
+
+def test_an_owner_on_another_host_is_judged_by_its_beacon_then_by_rq(
+    conn: redis.Redis, settings: Settings
+):
+    queue = job_queue.get_queue(conn, settings)
+    task_id = new_task(conn, settings, queue)
+    elsewhere = Owner(name="worker-9", pid=4242, hostname="another-host")
+    start(conn, queue, task_id, elsewhere)
+    beacon(conn, elsewhere)  # its own beacon, live: kept (its pid means nothing here)
+    assert recovery.requeue_abandoned(conn, queue, settings) == []
+    conn.delete("asr:worker:worker-9")  # beacon gone: RQ's registration decides
+    conn.delete("rq:worker:worker-9")
+    conn.hset("rq:worker:worker-9", mapping={"pid": "4242", "hostname": "another-host"})
+    assert recovery.requeue_abandoned(conn, queue, settings) == []
+    conn.hset("rq:worker:worker-9", "death", "2026-11-29T08:00:00Z")  # it said it died
+    assert recovery.requeue_abandoned(conn, queue, settings) == [task_id]
+
+
+def test_an_owner_on_another_host_whose_name_rq_gave_to_another_pid_is_gone(
+    conn: redis.Redis, settings: Settings
+):
+    queue = job_queue.get_queue(conn, settings)
+    task_id = new_task(conn, settings, queue)
+    start(conn, queue, task_id, Owner(name="worker-9", pid=4242, hostname="another-host"))
+    conn.delete("rq:worker:worker-9")
+    conn.hset("rq:worker:worker-9", mapping={"pid": "5151", "hostname": "another-host"})
+    assert recovery.requeue_abandoned(conn, queue, settings) == [task_id]
+
+
+def test_an_owner_on_another_host_unknown_to_rq_is_gone(conn: redis.Redis, settings: Settings):
+    queue = job_queue.get_queue(conn, settings)
+    task_id = new_task(conn, settings, queue)
+    start(conn, queue, task_id, Owner(name="worker-9", pid=4242, hostname="another-host"))
+    conn.delete("rq:worker:worker-9")
+    assert recovery.requeue_abandoned(conn, queue, settings) == [task_id]
+
+
+def test_a_job_of_a_plain_rq_worker_is_judged_by_the_workers_name(
+    conn: redis.Redis, settings: Settings
+):
+    """No owner record (started by `rq worker`): a live process of that name keeps it."""
+    queue = job_queue.get_queue(conn, settings)
+    task_id = new_task(conn, settings, queue)
+    start_plainly(conn, queue, task_id, "rq-1")  # registered with this host and this pid
+    assert recovery.requeue_abandoned(conn, queue, settings) == []
+    conn.hset("rq:worker:rq-1", "hostname", "another-host")  # alive elsewhere, as far as we know
+    assert recovery.requeue_abandoned(conn, queue, settings) == []
+    conn.hset("rq:worker:rq-1", mapping={"hostname": socket.gethostname(), "pid": dead_pid()})
+    other = new_task(conn, settings, queue, 2)  # another worker died at the same time
+    start(conn, queue, other, Owner(name="worker-2", pid=dead_pid()))
+    assert sorted(recovery.requeue_abandoned(conn, queue, settings)) == sorted([task_id, other])
+    record = task_store.load(conn, task_id)
+    assert record is not None and record.abandons == 1  # no owner: no correlation to go by
+
+
+def test_a_beacon_speaks_for_a_plain_workers_name_before_rq_does(
+    conn: redis.Redis, settings: Settings
+):
+    queue = job_queue.get_queue(conn, settings)
+    task_id = new_task(conn, settings, queue)
+    start_plainly(conn, queue, task_id, "rq-1")
+    conn.hset("rq:worker:rq-1", "pid", dead_pid())  # RQ's entry is stale...
+    beacon(conn, Owner(name="rq-1"))  # ...but a live process of that name publishes a beacon
+    assert recovery.requeue_abandoned(conn, queue, settings) == []
+    conn.delete("rq:worker:rq-1", "asr:worker:rq-1")  # nothing knows the name any more
+    assert recovery.requeue_abandoned(conn, queue, settings) == [task_id]
+
+
+def test_a_live_owner_is_given_time_to_start_and_may_run_one_job_long(
+    conn: redis.Redis, settings: Settings
+):
+    queue = job_queue.get_queue(conn, settings)
+    task_id = new_task(conn, settings, queue)
+    me = Owner(name="worker-1")
+    start(conn, queue, task_id, me)
+    beacon(conn, me)
+    conn.hset("rq:worker:worker-1", "current_job", "")  # RQ has not recorded it yet: a grace
+    assert recovery.requeue_abandoned(conn, queue, settings) == []
+    backdate(conn, task_id, recovery.MOVED_ON_GRACE_S + 600)  # a long recording
+    conn.hset("rq:worker:worker-1", "current_job", task_id)
+    assert recovery.requeue_abandoned(conn, queue, settings) == []
+    conn.delete("rq:worker:worker-1")  # RQ's registration lost: nothing says it moved on
+    assert recovery.requeue_abandoned(conn, queue, settings) == []
+
+
+def test_the_sweep_goes_on_past_jobs_it_keeps_or_cannot_find(conn: redis.Redis, settings: Settings):
+    queue = job_queue.get_queue(conn, settings)
+    gone, kept, plain, dead = (new_task(conn, settings, queue, n) for n in (1, 2, 3, 4))
+    start(conn, queue, gone, Owner(name="worker-1", pid=dead_pid()))
+    me = Owner(name="worker-2")
+    start(conn, queue, kept, me)
+    beacon(conn, me)
+    start_plainly(conn, queue, plain, "rq-1")  # a live plain `rq worker`
+    start(conn, queue, dead, Owner(name="worker-3", pid=dead_pid()))
+    registry = StartedJobRegistry(queue=queue)
+    order = {gone: 1, kept: 2, plain: 3, dead: 4}  # the sweep reads the registry in this order
+    for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
+        conn.zadd(registry.key, {f"{job_id}:{execution_id}": time.time() + 100 + order[job_id]})
+    conn.delete(Job.key_for(gone))  # its RQ job is gone (its entry stays behind)
+    assert recovery.requeue_abandoned(conn, queue, settings) == [dead]
+    assert sorted(registry.get_job_ids(cleanup=False)) == sorted([kept, plain])  # entry dropped
+
+
+def test_a_job_whose_registry_entry_expired_is_still_requeued_not_failed(
+    conn: redis.Redis, settings: Settings
+):
+    """The whole service was down longer than the job timeout: RQ's own cleanup would fail
+    the job; the sweep requeues it."""
+    queue = job_queue.get_queue(conn, settings)
+    task_id = new_task(conn, settings, queue)
+    start(conn, queue, task_id, Owner(name="worker-1", pid=dead_pid()))
+    registry = StartedJobRegistry(queue=queue)
+    ((job_id, execution_id),) = registry.get_job_and_execution_ids(cleanup=False)
+    conn.zadd(registry.key, {f"{job_id}:{execution_id}": time.time() - 10})
+    assert recovery.requeue_abandoned(conn, queue, settings) == [task_id]
+    assert task_id not in FailedJobRegistry(queue=queue).get_job_ids()
+
+
+def test_a_requeued_job_goes_first_with_its_progress_reset(conn: redis.Redis, settings: Settings):
+    queue = job_queue.get_queue(conn, settings)
+    task_id, waiting = new_task(conn, settings, queue, 1), new_task(conn, settings, queue, 2)
+    start(conn, queue, task_id, Owner(name="worker-1", pid=dead_pid()))
+    task_store.update(conn, task_id, stage=Stage.RECOGNITION, progress=40)
+    assert recovery.requeue_abandoned(conn, queue, settings) == [task_id]
+    assert queue.get_job_ids() == [task_id, waiting]
+    record = task_store.load(conn, task_id)
+    assert record is not None and (record.stage, record.progress) == (Stage.REQUEUED, 0)
+
+
+def test_a_job_whose_task_record_is_gone_is_requeued_all_the_same(
+    conn: redis.Redis, settings: Settings
+):
+    queue = job_queue.get_queue(conn, settings)
+    task_id = new_task(conn, settings, queue)
+    start(conn, queue, task_id, Owner(name="worker-1", pid=dead_pid()))
+    task_store.delete(conn, task_id)
+    assert recovery.requeue_abandoned(conn, queue, settings) == [task_id]
+    assert task_store.load(conn, task_id) is None  # not brought back
+
+
+def test_a_death_counts_when_redis_ran_all_along_and_not_when_it_restarted_since(
+    conn: redis.Redis, settings: Settings
+):
+    queue = job_queue.get_queue(conn, settings)
+    wait_for(lambda: conn.info("server")["uptime_in_seconds"] >= 2, 5, what="Redis up 2 s")
+    counted, restarted = new_task(conn, settings, queue, 1), new_task(conn, settings, queue, 2)
+    start(conn, queue, counted, Owner(name="worker-1", pid=dead_pid()))
+    backdate(conn, counted, 1.5)  # Redis has been up longer than that
+    assert recovery.requeue_abandoned(conn, queue, settings) == [counted]
+    conn.delete(DEATHS_KEY)  # a later, unrelated death
+    start(conn, queue, restarted, Owner(name="worker-2", pid=dead_pid()))
+    backdate(conn, restarted, conn.info("server")["uptime_in_seconds"] + 30)
+    assert recovery.requeue_abandoned(conn, queue, settings) == [restarted]
+    abandons = {t: task_store.load(conn, t).abandons for t in (counted, restarted)}  # type: ignore[union-attr]
+    assert abandons == {counted: 1, restarted: 0}
+
+
+def test_a_failed_poison_job_says_why_keeps_its_failure_a_ttl_and_counts_its_wait(
+    conn: redis.Redis, settings: Settings
+):
+    queue = job_queue.get_queue(conn, settings)
+    task_id = new_task(conn, settings, queue)
+    for death in range(1, MAX_ABANDONS + 1):
+        start(conn, queue, task_id, Owner(name=f"worker-{death}", pid=dead_pid()))
+        enqueued_at = Job.fetch(task_id, connection=conn).enqueued_at
+        assert enqueued_at is not None
+        task_store.update(conn, task_id, started_at=enqueued_at + timedelta(seconds=1.5))
+        assert recovery.requeue_abandoned(conn, queue, settings) == [task_id]
+    record = task_store.load(conn, task_id)
+    assert record is not None and record.error is not None
+    assert "with Redis up" in record.error
+    assert record.error.endswith("it may be what makes the worker crash")
+    expires = conn.zscore(FailedJobRegistry(queue=queue).key, task_id)
+    assert expires is not None
+    assert abs(expires - (time.time() + settings.task_ttl_seconds)) < 10
+    wait = metrics.histogram(metrics.WAIT, conn.hgetall(metrics.WAIT.key))
+    assert (wait.count, wait.sum) == (1, 1.5)  # the last wait, from its requeue to its start
+
+
+def test_pid_alive_leaves_the_process_alone():
+    # Every signal at its default action (a `nohup` parent would have it ignore SIGHUP).
+    sleeper = subprocess.Popen(["sleep", "30"], preexec_fn=default_signals)
+    try:
+        assert recovery.pid_alive(sleeper.pid)
+        time.sleep(0.1)
+        assert sleeper.poll() is None  # asking sent it no signal
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_pid_alive_reads_the_state_after_the_last_parenthesis(tmp_path: Path):
+    """/proc/PID/stat puts the command name in parentheses, and a name may hold ')' itself."""
+    odd = tmp_path / "x) S 1"
+    odd.symlink_to(shutil.which("true") or "/bin/true")
+    zombie = subprocess.Popen([str(odd)])
+    stat = Path(f"/proc/{zombie.pid}/stat")
+    try:
+        wait_for(lambda: stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", 10, 0.01, "exit")
+        assert not recovery.pid_alive(zombie.pid)
+    finally:
+        zombie.wait()

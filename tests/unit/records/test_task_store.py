@@ -3,11 +3,13 @@ that keep a concurrent write and never bring a deleted task back, and the day's 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pydantic
 import pytest
 import redis
+import redis.asyncio
 
 from src.records import task_store
 from src.records.redis_client import seq_key, task_key
@@ -149,3 +151,22 @@ def test_task_ids_count_each_days_uploads_and_are_unguessable(conn: redis.Redis)
 )
 def test_task_id_shape(task_id: str, valid: bool):
     assert task_store.is_valid_task_id(task_id) is valid
+
+
+def test_the_async_load_reads_the_same_record(conn: redis.Redis):
+    """The OpenAI-style endpoint waits on a task with the async client."""
+    record = queued()
+    task_store.save(conn, record)
+    kwargs = conn.connection_pool.connection_kwargs
+    aconn = redis.asyncio.Redis(host=kwargs["host"], port=kwargs["port"])
+
+    async def both() -> tuple[TaskRecord | None, TaskRecord | None]:
+        try:
+            return (
+                await task_store.load_async(aconn, TASK_ID),
+                await task_store.load_async(aconn, "2026-11-29_002_" + "cd" * 12),
+            )
+        finally:
+            await aconn.aclose()
+
+    assert asyncio.run(both()) == (record, None)

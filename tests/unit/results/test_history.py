@@ -4,6 +4,8 @@ keeps every one, on the tests' private Redis."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import redis
@@ -98,3 +100,40 @@ def test_remove_drops_every_entry_of_a_task_from_the_list_only(conn: redis.Redis
     assert [e.task_id for e in history.latest(conn, 10)] == [kept.task_id]
     assert history.remove(conn, gone.task_id) == 0
     assert len(jsonl(path)) == 3  # the file is an append-only record
+
+
+# --- more of the same, found missing by mutation testing (report/MUTATION.md) ----------------
+
+
+def test_an_entry_carries_the_real_time_factor(conn: redis.Redis, tmp_path: Path):
+    entry = history.record(conn, tmp_path / "h.jsonl", finished(1, rtf=0.042), keep=10)
+    assert entry.rtf == 0.042 and jsonl(tmp_path / "h.jsonl")[0]["rtf"] == 0.042
+
+
+def test_the_file_is_made_with_its_directories_readable_by_all_writable_by_its_owner(
+    conn: redis.Redis, tmp_path: Path
+):
+    path = tmp_path / "new" / "logs" / "asr_history.jsonl"
+    history.record(conn, path, finished(1), keep=10)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644 & ~umask
+
+
+def test_count_is_the_length_of_the_list(conn: redis.Redis, tmp_path: Path):
+    assert history.count(conn) == 0
+    for n in (1, 2, 3):
+        history.record(conn, tmp_path / "h.jsonl", finished(n), keep=2)
+    assert history.count(conn) == 2
+
+
+def test_remove_finds_every_entry_of_a_task_wherever_it_is_in_the_list(
+    conn: redis.Redis, tmp_path: Path
+):
+    path = tmp_path / "h.jsonl"
+    gone = finished(1)
+    tasks = [gone, finished(2), finished(3), finished(1, attempts=2)]  # its retry: another line
+    for task in tasks:
+        history.record(conn, path, task, keep=10)
+    assert history.remove(conn, gone.task_id) == 2  # the newest entry and the oldest
+    assert [e.task_id for e in history.latest(conn, 10)] == [tasks[2].task_id, tasks[1].task_id]

@@ -226,3 +226,83 @@ def test_directory_size_counts_every_file_below(tmp_path: Path):
     (tmp_path / "a.wav").write_bytes(b"x" * 100)
     (tmp_path / "logs" / "api.log").write_bytes(b"y" * 23)
     assert recordings.directory_size(tmp_path) == 123
+
+
+# --- more of the same, found missing by mutation testing (report/MUTATION.md) ----------------
+
+
+def test_ensure_dirs_makes_the_whole_tree_and_may_run_again(tmp_path: Path):
+    settings = make_settings(6379, tmp_path / "new" / "storage")
+    recordings.ensure_dirs(settings)
+    recordings.ensure_dirs(settings)  # every process calls it at start: the second is a no-op
+    assert settings.recordings_dir.is_dir() and settings.logs_dir.is_dir()
+
+
+def test_save_stream_never_reads_more_than_a_chunk_at_once(tmp_path: Path):
+    class Counting(io.BytesIO):
+        def __init__(self, data: bytes) -> None:
+            super().__init__(data)
+            self.sizes: list[int | None] = []
+
+        def read(self, size: int | None = -1) -> bytes:
+            self.sizes.append(size)
+            return super().read(size)
+
+    source = Counting(b"\x01" * (3 * recordings.CHUNK_SIZE))
+    recordings.save_stream(source, tmp_path / "up.part", max_bytes=4 * recordings.CHUNK_SIZE)
+    assert source.sizes and all(s == recordings.CHUNK_SIZE for s in source.sizes)
+
+
+def test_the_errors_of_save_stream_say_what_happened(tmp_path: Path):
+    with pytest.raises(recordings.UploadTooLargeError, match="exceeds 10 bytes"):
+        recordings.save_stream(io.BytesIO(b"x" * 11), tmp_path / "a.part", max_bytes=10)
+    full = Source(b"x" * 10, OSError(errno.ENOSPC, "full"), good=1)
+    with pytest.raises(recordings.StorageFullError) as caught:
+        recordings.save_stream(full, tmp_path / "b.part", max_bytes=100)
+    assert caught.value.strerror == "no space left for the upload"
+
+
+def test_save_stream_into_a_missing_directory_raises_the_open_error(tmp_path: Path):
+    """Nothing was created, so there is nothing to remove: the caller sees why open failed."""
+    dest = tmp_path / "missing" / "up.part"
+    with pytest.raises(FileNotFoundError) as caught:
+        recordings.save_stream(io.BytesIO(b"x"), dest, max_bytes=10)
+    assert caught.value.__context__ is None  # not an error raised while cleaning up
+
+
+def test_recording_path_refuses_names_that_reach_into_a_subdirectory(settings: Settings):
+    recordings.ensure_dirs(settings)
+    (settings.recordings_dir / "sub").mkdir()
+    (settings.recordings_dir / "sub" / "a.wav").write_bytes(b"x")
+    (settings.recordings_dir / "a\\b.wav").write_bytes(b"x")  # a legal file name on Linux
+    assert recordings.recording_path(settings, "sub/a.wav") is None
+    assert recordings.recording_path(settings, "a\\b.wav") is None
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("a.b.ogg", "audio/ogg"), ("a.ogg.part", "application/octet-stream"), ("README", None)],
+)
+def test_content_type_goes_by_the_last_extension_only(name: str, expected: str | None):
+    assert recordings.content_type(name) == (expected or "application/octet-stream")
+
+
+def test_find_in_index_looks_through_the_whole_index(conn: redis.Redis):
+    names = [f"2026-11-29_{i:03d}_{i:024x}.wav" for i in range(1, 6)]
+    for i, name in enumerate(names):
+        recordings.index_recording(conn, name, float(i))
+    for name in names:
+        assert recordings.find_in_index(conn, recordings.task_id_of(name)) == name
+
+
+def test_retention_passes_over_a_queued_task_and_still_removes_older_finished_ones(
+    conn: redis.Redis, storage: Path
+):
+    settings = make_settings(6379, storage, max_recordings=1)
+    oldest, queued, _newest = stored(conn, settings, 3)
+    record = TaskRecord(
+        task_id=recordings.task_id_of(queued), filename="a.wav", file=queued, created_at=utcnow()
+    )
+    task_store.save(conn, record)  # queued, but its pin was missed
+    assert recordings.enforce_retention(conn, settings) == [oldest]
+    assert queued in on_disk(settings)
