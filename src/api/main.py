@@ -33,6 +33,9 @@ Offline speech recognition (FunASR Paraformer-zh + FSMN-VAD + CT-punc, with hotw
 1. `POST /api/v1/asr/submit` with a multipart `audio` file -> `task_id`.
 2. Poll `GET /api/v1/asr/result/{task_id}` until `status` is `done` (text, sentences) or `failed`.
 
+The same audio with the same options is answered at once from the result cache (`cached: true`),
+and an `Idempotency-Key` header makes a resent submit return its first task.
+
 Every error is JSON with an `error` key.
 """
 

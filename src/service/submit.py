@@ -96,12 +96,10 @@ def submit(
         raise
     try:
         held = _commit(conn, settings, record, claim)
-    except REDIS_ERRORS:
+    except BaseException as exc:
         stored.partial.unlink(missing_ok=True)
-        _undo_submit(conn, settings, task_id, record.file)  # EXEC may have run before the error
-        raise
-    except BaseException:
-        stored.partial.unlink(missing_ok=True)
+        if isinstance(exc, REDIS_ERRORS):  # EXEC may have run before the connection failed
+            _undo_submit(conn, settings, task_id, record.file)
         raise
     if held is not None:
         stored.partial.unlink(missing_ok=True)
