@@ -94,6 +94,13 @@ class Settings(BaseSettings):
     rq_worker_count: PositiveInt = 2
     rq_worker_timeout: PositiveInt = 600
     task_ttl_seconds: PositiveInt = 3600
+    # Never transcribe the same thing twice (src/service/dedup.py). An upload whose bytes,
+    # language, hotwords and models match a task done within this many seconds is answered from
+    # its result at once (0: off). A hit reads the source task's record, so no result outlives
+    # TASK_TTL_SECONDS either. Submit's Idempotency-Key header keeps its task this long (0: the
+    # header is ignored).
+    result_cache_seconds: int = Field(86400, ge=0)
+    idempotency_seconds: int = Field(86400, ge=0)
 
     # HTTP.
     api_host: str = "0.0.0.0"

@@ -28,6 +28,7 @@ SERVICE_ERROR_STATUS: dict[type[ServiceError], int] = {
     domain.RecordingNotFound: 404,
     domain.TaskNotFailed: 409,
     domain.TaskNotDone: 409,
+    domain.IdempotencyConflict: 409,
     domain.RecordingGone: 410,
     domain.UploadTooLarge: 413,
     domain.AudioTooLong: 413,

@@ -41,6 +41,9 @@ Offline speech recognition (FunASR Paraformer-zh + FSMN-VAD + CT-punc, with hotw
    as soon as the task is `done` (text, sentences) or `failed`; or open the WebSocket
    `/api/v1/asr/ws/{task_id}` for every change as it happens.
 
+The same audio with the same options is answered at once from the result cache (`cached: true`),
+and an `Idempotency-Key` header makes a resent submit return its first task.
+
 Every error is JSON with an `error` key.
 """
 
@@ -105,7 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Idempotent-Replayed"],
         )
     app.add_middleware(
         RequestBodyGuard,

@@ -37,8 +37,17 @@ class SubmitResponse(Queued):
                     "status": "queued",
                     "position": 3,
                     "estimated_wait": 45,
+                    "cached": False,
                     "result_url": "/api/v1/asr/result/2025-12-01_001_0a1b2c3d4e5f60718293a4b5",
-                }
+                },
+                {
+                    "task_id": "2025-12-01_002_0a1b2c3d4e5f60718293a4b6",
+                    "status": "done",
+                    "position": 0,
+                    "estimated_wait": 0,
+                    "cached": True,
+                    "result_url": "/api/v1/asr/result/2025-12-01_002_0a1b2c3d4e5f60718293a4b6",
+                },
             ]
         }
     )
@@ -109,6 +118,11 @@ class TaskResult(BaseModel):
         None, description="seconds until it should be done, as submit estimates it (queued)"
     )
     attempts: int = 0
+    cached: bool = Field(
+        False,
+        description="true: done at submit with the transcript of an earlier task for the same "
+        "audio, language, hotwords and model (the result cache); no worker ran it",
+    )
 
     @classmethod
     def of(cls, view: TaskView, audio_url: str, retry_url: str) -> TaskResult:
@@ -125,6 +139,7 @@ class TaskResult(BaseModel):
             attempts=record.attempts,
             audio_url=audio_url,
             position=view.position,
+            cached=record.cached,
         )
         if record.status == TaskStatus.PROCESSING:
             body.started_at = record.started_at
@@ -199,6 +214,7 @@ class HistoryRecord(BaseModel):
     duration: float | None = None
     status: HistoryStatus
     error: str | None = None
+    cached: bool = Field(False, description="answered from the result cache")
     audio_url: str
 
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from anyio import to_thread
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, WebSocket
+from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile, WebSocket
 from fastapi.responses import FileResponse
 from starlette.requests import HTTPConnection
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
@@ -55,6 +55,8 @@ SUBMIT_THREADS = 4
 SUBMIT_FIELDS = ("audio", "language", "batch_size", "hotwords")
 # The longest long poll: under common proxies' 60-100 s idle timeouts.
 MAX_WAIT_S = 60.0
+# An Idempotency-Key: 1-255 visible ASCII characters (no spaces, no control characters).
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"
 
 
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {
@@ -84,10 +86,32 @@ def url(conn: HTTPConnection, route: str, task_id: str) -> str:
     description=(
         "Upload audio as multipart field `audio`. Accepted by content, not by name: "
         f"{', '.join(SUPPORTED_FORMATS)} (Telegram voice notes are OGG/Opus). "
-        "Answers at once with a task id; poll `result_url`."
+        "Answers at once with a task id; poll `result_url`.\n\n"
+        "**Result cache.** The same audio (byte for byte) with the same language, hotwords and "
+        "model as a task done within `RESULT_CACHE_SECONDS` is not transcribed again: the answer "
+        "is a new task, already `done` with that transcript, and `cached: true`.\n\n"
+        "**Idempotency.** Send an `Idempotency-Key` header to make a resend safe: within "
+        "`IDEMPOTENCY_SECONDS` the same key returns the task its first request created (header "
+        "`Idempotent-Replayed: true`), however often the body is sent again. The same key with "
+        "another file or other options is a 409."
     ),
     responses={
+        200: {
+            "description": "The task: queued, or `done` at once when answered from the cache",
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": "`true` when an Idempotency-Key resend returned the task of "
+                    "its first request",
+                    "schema": {"type": "string", "enum": ["true"]},
+                }
+            },
+        },
         400: {"model": E, "description": "Not decodable audio (lists supported_formats)"},
+        409: {
+            "model": E,
+            "description": "The Idempotency-Key was used for a different request (names its "
+            "`task_id`)",
+        },
         413: {"model": E, "description": "Upload or audio duration over the limit"},
         422: {
             "model": E,
@@ -99,6 +123,7 @@ def url(conn: HTTPConnection, route: str, task_id: str) -> str:
 )
 async def submit(
     request: Request,
+    response: Response,
     conn: RedisDep,
     queue: QueueDep,
     settings: SettingsDep,
@@ -118,6 +143,18 @@ async def submit(
             f"capped at {MAX_HOTWORDS} in all, the file's first; the result lists those applied"
         ),
     ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            pattern=IDEMPOTENCY_KEY_PATTERN,
+            description="any unique string of up to 255 visible ASCII characters (a UUID, or "
+            "the bot's update id). A resend with the same key within IDEMPOTENCY_SECONDS returns "
+            "the same task instead of creating another; the same key with another file or other "
+            "options is a 409. Keys are per API key",
+            examples=["tg-update-918273645"],
+        ),
+    ] = None,
 ) -> SubmitResponse:
     form = await request.form()  # already parsed by FastAPI: this is its cached copy
     repeated = {name: n for name in SUBMIT_FIELDS if (n := len(form.getlist(name))) > 1}
@@ -130,11 +167,14 @@ async def submit(
         language=language,
         batch_size=batch_size or settings.asr_batch_size,
         hotwords=wanted,
+        idempotency_key=idempotency_key,
     )
     submitted = await to_thread.run_sync(
         submit_upload, conn, queue, settings, upload, limiter=request.app.state.submit_limiter
     )
     request.state.log = submitted.log_line()  # the access line names the task it created
+    if submitted.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
     return SubmitResponse.of(submitted, url(request, "result", submitted.task_id))
 
 

@@ -47,6 +47,11 @@ REDIS_OUTAGE_KEY = f"{KEY_PREFIX}:redis:last_outage"
 # and the sum) and one of failures by reason. The API reads them at scrape time.
 METRICS_KEY_PREFIX = f"{KEY_PREFIX}:metrics:"
 FAILURES_KEY = f"{METRICS_KEY_PREFIX}failures"
+# The result cache (src/results/cache.py): a fingerprint of audio, options and model -> the done
+# task that holds its transcript. Idempotency claims (src/service/dedup.py): a client's key ->
+# the task its first request created.
+RESULT_CACHE_PREFIX = f"{KEY_PREFIX}:cache:"
+IDEMPOTENCY_PREFIX = f"{KEY_PREFIX}:idempotency:"
 # A name in a beacon index not refreshed for this long (its worker was killed) is dropped.
 BEACON_STALE_S = 60
 # A worker waits this long at most between two tries while Redis is away.
@@ -71,6 +76,15 @@ def decoded(raw: bytes | str) -> str:
 
 def task_key(task_id: str) -> str:
     return f"{KEY_PREFIX}:task:{task_id}"
+
+
+def result_cache_key(fingerprint: str) -> str:
+    return f"{RESULT_CACHE_PREFIX}{fingerprint}"
+
+
+def idempotency_key(scope: str, key_digest: str) -> str:
+    """A client's Idempotency-Key, by its SHA-256 (any text may be a key), within a scope."""
+    return f"{IDEMPOTENCY_PREFIX}{scope}:{key_digest}"
 
 
 def seq_key(day: str) -> str:

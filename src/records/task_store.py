@@ -56,6 +56,11 @@ class TaskRecord(BaseModel):
     attempts: int = 0
     # Worker deaths this task may have caused (see src/queue/recovery.py); failed at 3.
     abandons: int = 0
+    # The result cache (src/results/cache.py): the upload's fingerprint (bytes, options, models),
+    # and for a task answered from the cache, the done task whose transcript it carries.
+    fingerprint: str | None = None
+    cached: bool = False
+    cached_from: str | None = None
 
 
 def utcnow() -> datetime:

@@ -39,6 +39,9 @@ class HistoryEntry(BaseModel):
     rtf: float | None = None
     language: str | None = None
     attempts: int = 0
+    # Answered from the result cache, with the transcript of task `cached_from`.
+    cached: bool = False
+    cached_from: str | None = None
 
     def line(self) -> str:
         return json.dumps(self.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":"))
@@ -64,6 +67,8 @@ def entry_for(record: TaskRecord) -> HistoryEntry:
         rtf=record.rtf,
         language=record.language,
         attempts=record.attempts,
+        cached=record.cached,
+        cached_from=record.cached_from,
     )
 
 

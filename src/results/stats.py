@@ -27,6 +27,11 @@ def record_failed(pipe: redis.client.Pipeline) -> None:
     pipe.hincrby(STATS_KEY, "failed", 1)
 
 
+def record_cached(pipe: redis.client.Pipeline) -> None:
+    """An upload answered from the result cache: no worker time, so not a `done` job."""
+    pipe.hincrby(STATS_KEY, "cached", 1)
+
+
 def read(conn: redis.Redis) -> dict[str, float]:
     return parse(conn.hgetall(STATS_KEY))
 

@@ -59,6 +59,18 @@ class RecordingNotFound(ServiceError):
 
 
 @dataclass(eq=False)
+class IdempotencyConflict(ServiceError):
+    """An Idempotency-Key its first request used with another upload or other options: that
+    request's task stands (`task_id`), and this one is not run."""
+
+    message: ClassVar[str] = (
+        "This Idempotency-Key was used for a different request (another file or other options); "
+        "send a new key for a new request"
+    )
+    task_id: str
+
+
+@dataclass(eq=False)
 class UnsupportedLanguage(ServiceError):
     """A language hint outside ASR_LANGUAGES; the answer lists the accepted ones."""
 

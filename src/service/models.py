@@ -27,6 +27,8 @@ class SubmitRequest:
     language: str
     batch_size: int
     hotwords: list[str]
+    # The client's Idempotency-Key header, if any (src/service/dedup.py).
+    idempotency_key: str | None = None
 
 
 class Queued(BaseModel):
@@ -38,11 +40,18 @@ class Queued(BaseModel):
         ge=0,
         description=(
             "place in line: n >= 1 while `queued` (1 = next), 0 once a worker has the job "
-            "(status `processing`)"
+            "(status `processing`) or the task is finished"
         ),
     )
     estimated_wait: int = Field(
         description="seconds until the result is expected, from observed processing speed"
+    )
+    cached: bool = Field(
+        False,
+        description=(
+            "true: the same audio with the same language, hotwords and model was transcribed "
+            "recently, and this task is `done` at once with that result (never queued)"
+        ),
     )
 
 
@@ -51,12 +60,19 @@ class Submitted(Queued):
 
     filename: str = Field(exclude=True)
     size: int = Field(exclude=True)
+    # An Idempotency-Key's resend: the task of the key's first request, nothing new created.
+    replayed: bool = Field(False, exclude=True)
 
     def log_line(self) -> str:
-        return (
+        line = (
             f"task={self.task_id} file={self.filename} size={self.size / 1e6:.2f}MB "
             f"status={self.status.value}"
         )
+        if self.cached:
+            line += " cached=true"
+        if self.replayed:
+            line += " replayed=true"
+        return line
 
 
 @dataclass(frozen=True)
@@ -141,4 +157,7 @@ class ServiceStats(BaseModel):
     storage_bytes: int = Field(description="recordings + logs on disk")
     history_write_errors: int = Field(
         0, description="finished tasks whose JSONL history line could not be written (disk full)"
+    )
+    cached: int = Field(
+        0, description="uploads answered from the result cache (not counted in `done`)"
     )

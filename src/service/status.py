@@ -121,4 +121,5 @@ def service_stats(conn: redis.Redis, settings: Settings, started: float) -> Serv
         storage_bytes=recordings.directory_size(settings.recordings_dir)
         + recordings.directory_size(settings.logs_dir),
         history_write_errors=int(values.get("history_write_errors", 0)),
+        cached=int(values.get("cached", 0)),
     )

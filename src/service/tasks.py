@@ -116,9 +116,15 @@ def delete(conn: redis.Redis, settings: Settings, task_id: str) -> Deleted:
 
 
 def find_audio(conn: redis.Redis, settings: Settings, task_id: str) -> Recording:
-    """(path, download name) of a task's original recording, only from the recordings dir."""
+    """(path, download name) of a task's original recording, only from the recordings dir.
+
+    A task answered from the result cache keeps no copy of its upload: its bytes are those of
+    the task whose transcript it carries, and that task's recording is served while it is kept
+    (retention or a delete of that task ends it; then 404)."""
     record = task_store.load(conn, task_id)
     name = record.file if record else recordings.find_in_index(conn, task_id)
+    if record is not None and record.cached_from and not name:
+        name = _recording_name(conn, record.cached_from)
     path = recordings.recording_path(settings, name) if name else None
     if path is None:
         raise RecordingNotFound(task_id=task_id)
@@ -127,3 +133,9 @@ def find_audio(conn: redis.Redis, settings: Settings, task_id: str) -> Recording
     if not download.lower().endswith(ext.lower()):
         download = f"{PurePath(download).stem or task_id}{ext}"
     return Recording(path=path, download_name=download)
+
+
+def _recording_name(conn: redis.Redis, task_id: str) -> str | None:
+    """A task's stored recording's name, from its record or, once that expired, the index."""
+    record = task_store.load(conn, task_id)
+    return record.file if record else recordings.find_in_index(conn, task_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -53,8 +54,17 @@ def partial_path(settings: Settings, task_id: str) -> Path:
     return settings.recordings_dir / f".{task_id}.part"
 
 
-def save_stream(source: BinaryIO, dest: Path, max_bytes: int) -> int:
-    """Copy in chunks (never the whole upload in memory); remove the partial file on any error."""
+def save_stream(
+    source: BinaryIO,
+    dest: Path,
+    max_bytes: int,
+    on_chunk: Callable[[bytes], object] | None = None,
+) -> int:
+    """Copy in chunks (never the whole upload in memory); remove the partial file on any error.
+
+    `on_chunk` sees every chunk as it is written (e.g. a hash's `update`), so a digest of the
+    upload costs no second read of the file.
+    """
     size = 0
     try:
         with open(dest, "wb") as out:
@@ -63,6 +73,8 @@ def save_stream(source: BinaryIO, dest: Path, max_bytes: int) -> int:
                 if size > max_bytes:
                     raise UploadTooLargeError(f"upload exceeds {max_bytes} bytes")
                 out.write(chunk)
+                if on_chunk is not None:
+                    on_chunk(chunk)
     except OSError as exc:
         dest.unlink(missing_ok=True)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -74,9 +86,14 @@ def save_stream(source: BinaryIO, dest: Path, max_bytes: int) -> int:
     return size
 
 
+def stored_name(task_id: str, ext: str) -> str:
+    """The file name a task's recording is kept under."""
+    return f"{task_id}.{ext}"
+
+
 def finalize(settings: Settings, partial: Path, task_id: str, ext: str) -> str:
     """Give a checked upload its final name; returns the file name."""
-    name = f"{task_id}.{ext}"
+    name = stored_name(task_id, ext)
     os.replace(partial, settings.recordings_dir / name)
     return name
 

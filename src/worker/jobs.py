@@ -31,6 +31,7 @@ from src.queue.job_queue import get_queue
 from src.queue.recovery import mark_failed
 from src.records import task_store
 from src.records.task_store import TaskRecord, utcnow
+from src.results import cache as result_cache
 from src.results import history, metrics, stats
 from src.results.metrics import FailureReason
 from src.uploads import recordings
@@ -201,6 +202,7 @@ def process_task(task_id: str) -> dict[str, Any]:
     )
     if done is not None:
         history.record(conn, settings.history_file, done, settings.max_history_records)
+        remember_result(conn, settings, done)
     with conn.pipeline(transaction=False) as pipe:  # one round trip for the job's counters
         stats.record_done(pipe, result.duration, result.processing_time)
         metrics.record_done(
@@ -218,6 +220,17 @@ def process_task(task_id: str) -> dict[str, Any]:
         f"duration={result.duration:.2f}s rtf={result.rtf:.3f}"
     )
     return {"text": result.text, "duration": result.duration, "rtf": result.rtf}
+
+
+def remember_result(conn: redis.Redis, settings: Settings, done: TaskRecord) -> None:
+    """Offer a done task's transcript to the result cache (src/results/cache.py). Set here, on
+    the success path, rather than by the API at submit: only a finished transcription may ever
+    be served, and its window starts when it finished. The entry lives no longer than the
+    record it points to (TASK_TTL_SECONDS), since a hit needs that record."""
+    if done.fingerprint is None or not settings.result_cache_seconds:
+        return
+    ttl = min(settings.result_cache_seconds, settings.task_ttl_seconds)
+    result_cache.remember(conn, done.fingerprint, done.task_id, ttl)
 
 
 def failure_reason(exc_type: type[BaseException], exc: BaseException) -> FailureReason:

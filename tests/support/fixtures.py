@@ -31,6 +31,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 def make_settings(port: int, storage: Path, **overrides: object) -> Settings:
+    """Settings for a test's service. The result cache is off unless a test turns it on: the
+    tests submit the same few samples again and again and mean the workers to transcribe each
+    (tests/api/test_result_cache.py is where it is on)."""
     values: dict[str, object] = {
         "redis_host": "127.0.0.1",
         "redis_port": port,
@@ -40,6 +43,7 @@ def make_settings(port: int, storage: Path, **overrides: object) -> Settings:
         "storage_path": storage,
         "log_level": "DEBUG",
         "asr_hotwords_path": storage / "hotwords.txt",
+        "result_cache_seconds": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -112,7 +112,9 @@ class RedisServer:
 def service_env(
     redis_port: int, storage: Path, models: dict[str, Path], **extra: str
 ) -> dict[str, str]:
-    """Environment for a worker/API process: the settings object reads these, nothing else."""
+    """Environment for a worker/API process: the settings object reads these, nothing else.
+    The result cache is off (RESULT_CACHE_SECONDS=0) unless `extra` turns it on: the tests and
+    benchmarks submit the same samples again and again to measure the work, not the cache."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ASR_", "RQ_", "REDIS_"))}
     env.update(
         REDIS_HOST="127.0.0.1",
@@ -127,21 +129,27 @@ def service_env(
         ASR_HOTWORDS_PATH=str(storage / "hotwords.txt"),
         LOG_LEVEL="DEBUG",
         PYTHONUNBUFFERED="1",
+        RESULT_CACHE_SECONDS="0",
     )
     env.update(extra)
     return env
 
 
 def api_env(redis_port: int, storage: Path, **settings: str) -> dict[str, str]:
-    """The environment of a uvicorn process: ours, less any service setting, plus these."""
+    """The environment of a uvicorn process: ours, less any service setting, plus these (the
+    result cache off unless they turn it on, as in `service_env`)."""
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("ASR_", "RQ_", "REDIS_", "API_", "STORAGE_", "MAX_", "LOG_"))
     }
     env.update(
-        REDIS_HOST="127.0.0.1", REDIS_PORT=str(redis_port), STORAGE_PATH=str(storage), **settings
+        REDIS_HOST="127.0.0.1",
+        REDIS_PORT=str(redis_port),
+        STORAGE_PATH=str(storage),
+        RESULT_CACHE_SECONDS="0",
     )
+    env.update(settings)
     return env
 
 

@@ -55,6 +55,8 @@ def test_an_entry_says_success_or_failed_and_what_a_client_needs(conn: redis.Red
         "rtf": None,
         "language": "zh",
         "attempts": 1,
+        "cached": False,
+        "cached_from": None,
     }
     assert done.model_dump(mode="json") == line
     assert list(jsonl(path)[0]) == list(line)  # the design's order, for jq

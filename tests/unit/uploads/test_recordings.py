@@ -4,6 +4,7 @@ retention (keep the newest N, never one whose task is queued or running)."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 from pathlib import Path
 
@@ -43,6 +44,15 @@ def test_save_stream_copies_the_upload_in_chunks(tmp_path: Path):
     dest = tmp_path / "up.part"
     assert recordings.save_stream(io.BytesIO(data), dest, max_bytes=len(data)) == len(data)
     assert dest.read_bytes() == data
+
+
+def test_save_stream_hashes_what_it_writes_in_the_same_pass(tmp_path: Path):
+    data = bytes(range(256)) * (recordings.CHUNK_SIZE // 100)
+    digest = hashlib.sha256()
+    source = io.BytesIO(data)
+    recordings.save_stream(source, tmp_path / "up.part", len(data), digest.update)
+    assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert source.read() == b""  # one pass over the upload, no second read
 
 
 def test_save_stream_refuses_one_byte_over_the_cap_and_keeps_nothing(tmp_path: Path):
