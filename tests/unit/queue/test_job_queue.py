@@ -260,3 +260,16 @@ def test_every_job_on_the_queue_gets_the_worker_timeout(conn: redis.Redis, stora
     assert Job.fetch(TASK_ID, connection=conn).timeout == 900
     other = job_queue.get_queue(conn, settings).enqueue("builtins.print", job_id="other")
     assert Job.fetch(other.id, connection=conn).timeout == 900
+
+
+def test_an_enqueue_in_a_transaction_waits_for_its_exec(conn: redis.Redis, settings: Settings):
+    """Submit writes the record and the job in one MULTI/EXEC: neither may exist without the
+    other, even if the process dies between queuing the commands and EXEC."""
+    queue = job_queue.get_queue(conn, settings)
+    with conn.pipeline() as pipe:
+        pipe.multi()
+        job_queue.enqueue_task(queue, TASK_ID, settings, pipe)
+        assert queue.get_job_ids() == [] and not Job.exists(TASK_ID, connection=conn)
+        pipe.execute()
+    assert queue.get_job_ids() == [TASK_ID]
+    assert Job.fetch(TASK_ID, connection=conn).func_name == job_queue.JOB_FUNC

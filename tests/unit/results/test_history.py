@@ -139,3 +139,19 @@ def test_remove_finds_every_entry_of_a_task_wherever_it_is_in_the_list(
         history.record(conn, path, task, keep=10)
     assert history.remove(conn, gone.task_id) == 2  # the newest entry and the oldest
     assert [e.task_id for e in history.latest(conn, 10)] == [tasks[2].task_id, tasks[1].task_id]
+
+
+def test_an_answer_from_the_result_cache_says_so_and_names_its_source(
+    conn: redis.Redis, tmp_path: Path
+):
+    path = tmp_path / "asr_history.jsonl"
+    source = finished(1)
+    hit = finished(2, cached=True, cached_from=source.task_id)
+    for record in (source, hit):
+        history.record(conn, path, record, 10)
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [(line["cached"], line["cached_from"]) for line in lines] == [
+        (False, None),
+        (True, source.task_id),
+    ]
+    assert history.entry_for(hit).cached and history.entry_for(hit).cached_from == source.task_id
