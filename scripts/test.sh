@@ -35,6 +35,7 @@ fi
 
 uv sync --frozen --extra engine --quiet
 uv run --frozen --no-sync ruff check .
+uv run --frozen --no-sync ruff format --check .  # code and the README's Python snippets
 uv run --frozen --no-sync lint-imports  # the import layers in pyproject.toml [tool.importlinter]
 uv run --frozen --no-sync mypy  # strict type check of src/, configured in pyproject.toml [tool.mypy]
 exec uv run --frozen --no-sync pytest "$@"
