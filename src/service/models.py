@@ -29,8 +29,6 @@ class SubmitRequest:
     hotwords: list[str]
     # The client's Idempotency-Key header, if any (src/service/dedup.py).
     idempotency_key: str | None = None
-    # Where to POST the final result (src/service/callbacks.py), if anywhere.
-    callback_url: str | None = None
 
 
 class Queued(BaseModel):

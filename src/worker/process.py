@@ -86,8 +86,6 @@ class ASRWorker(SimpleWorker):
         began = time.monotonic()
         try:
             super().execute_job(job, queue)
-            if job.func_name != JOB_FUNC:  # a callback delivery: no audio, no throughput
-                return
             began = self._record_busy(began, job.id)
             for job_id in job_queue.claimed(self.connection, self.name):
                 try:
@@ -177,7 +175,6 @@ class Readiness(threading.Thread):
         if self.conn.set(SWEEP_LOCK_KEY, self.worker.name, nx=True, ex=READINESS_INTERVAL_S):
             requeue_abandoned(self.conn, self.queue, self.settings)
             job_queue.refresh_backlog(self.conn, self.queue)
-            job_queue.release_due_callbacks(self.conn, self.settings)
             for name in job_queue.claimers(self.conn):
                 if name != self.worker.name and not worker_alive(self.conn, name):
                     return_claimed(self.conn, self.queue, name)
@@ -302,9 +299,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     waited = wait_for_redis(probe, name)
     probe.close()
     conn = worker_connection(settings)
-    # By priority: RQ takes the first non-empty queue, so deliveries wait for transcriptions
-    queues = [get_queue(conn, settings), job_queue.callback_queue(conn, settings)]
-    worker = ASRWorker(queues, connection=conn, context=context)
+    worker = ASRWorker([get_queue(conn, settings)], connection=conn, context=context)
     clear_stale_registration(conn, name)
     readiness = Readiness(api_connection(settings), worker, engine, settings)
     readiness.publish()
