@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import json
 import math
-from typing import cast
+import time
+from collections.abc import Iterable
+from typing import Any, ClassVar, cast
 
 import redis
 from redis.client import Pipeline
 from rq import Queue, Worker
+from rq.exceptions import DequeueTimeout, NoSuchJobError
 from rq.job import Callback, Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.serializers import Serializer
+from rq.timeouts import BaseDeathPenalty
 
 from src.config import Settings
 from src.records.redis_client import (
     BACKLOG_KEY,
     CLAIMERS_KEY,
+    IN_HAND_KEY,
     READY_WORKERS_KEY,
     claimed_key,
     decoded,
@@ -39,14 +45,114 @@ LEGACY_PATHS = {
     "src.api.tasks.on_failure": FAILURE_CALLBACK,
     "src.asr.jobs.on_failure": FAILURE_CALLBACK,
 }
+# Queued jobs wake a waiting worker through `<queue key>:wake`; at most this many tokens are kept.
+WAKE_TOKENS_KEPT = 64
+# Tokens only hurry a waiting worker: older ones are worth nothing, and none outlive this.
+WAKE_TOKENS_TTL_S = 60
+# A waiting worker looks at its queues at least this often, whatever the tokens say.
+WAKE_WAIT_S = 1.0
 # Until the service has timed real jobs, assume this many seconds per job (documented in README).
 DEFAULT_JOB_SECONDS = 10.0
 
 
-def get_queue(conn: redis.Redis, settings: Settings) -> Queue:
-    return Queue(
+class ServiceQueue(Queue):
+    """An RQ queue whose workers never hold a job that no Redis list names.
+
+    RQ's BLPOP (several queues) takes a job off its queue and RQ records it in the started
+    registry only a few calls later; a worker killed in between lost the job for good, and RQ's
+    BLMOVE (one queue) parks it in an intermediate list that RQ fails after a minute. Here a
+    worker takes a job and records itself as its holder in one Lua call (`IN_HAND_KEY`), and
+    its prepare_execution deletes that entry in the transaction that starts the job; the
+    abandoned-job sweep requeues entries whose holder died (src/queue/recovery.py).
+
+    Since a script cannot block, a waiting worker blocks on its queues' wake lists, which every
+    push feeds, and looks again at least every WAKE_WAIT_S.
+    """
+
+    # The taking worker process's identity (Owner JSON), set by its own subclass (`held_by`).
+    holder: ClassVar[str] = "{}"
+
+    @classmethod
+    def held_by(cls, holder: str) -> type[ServiceQueue]:
+        """This class as one worker process uses it: jobs it takes are recorded under `holder`."""
+        return type(cls.__name__, (cls,), {"holder": holder})
+
+    @staticmethod
+    def wake_key(queue_key: str) -> str:
+        return f"{queue_key}:wake"
+
+    def push_job_id(
+        self, job_id: str, pipeline: Pipeline | None = None, at_front: bool = False
+    ) -> None:
+        super().push_job_id(job_id, pipeline=pipeline, at_front=at_front)
+        target = pipeline if pipeline is not None else self.connection.pipeline()
+        target.lpush(self.wake_key(self.key), 1)
+        target.ltrim(self.wake_key(self.key), 0, WAKE_TOKENS_KEPT - 1)
+        target.expire(self.wake_key(self.key), WAKE_TOKENS_TTL_S)
+        if pipeline is None:
+            target.execute()
+
+    @classmethod
+    def dequeue_any(
+        cls,
+        queues: Iterable[Queue],
+        timeout: int | None,
+        connection: redis.Redis,
+        job_class: type[Job] | None = None,
+        serializer: Serializer | str | None = None,
+        death_penalty_class: type[BaseDeathPenalty] | None = None,
+    ) -> tuple[Job, Queue] | None:
+        """RQ's dequeue_any (first non-empty queue wins), taking each job with `_TAKE`."""
+        ordered = list(queues)
+        keys = [q.key for q in ordered]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job_cls = job_class or Job
+        while True:
+            taken = connection.eval(
+                _TAKE, len(keys) + 1, *keys, IN_HAND_KEY, cls.holder, f"{time.time():.3f}"
+            )
+            if taken:
+                queue_key, job_id = (decoded(raw) for raw in taken)
+                queue = ordered[keys.index(queue_key)]
+                try:
+                    job = job_cls.fetch(job_id, connection=connection, serializer=serializer)
+                except NoSuchJobError:  # deleted while queued: RQ skips these too
+                    connection.hdel(IN_HAND_KEY, job_id)
+                    continue
+                return job, queue
+            if deadline is None:
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DequeueTimeout(timeout, keys)
+            connection.blpop([cls.wake_key(k) for k in keys], min(left, WAKE_WAIT_S))
+
+
+def held_jobs(conn: redis.Redis) -> dict[str, dict[str, Any]]:
+    """Jobs taken off a queue and not started yet: job id -> holder (Owner fields), `queue`
+    (its key) and `at` (epoch seconds)."""
+    return {decoded(k): json.loads(v) for k, v in conn.hgetall(IN_HAND_KEY).items()}
+
+
+def release(conn: redis.Redis, job_id: str) -> bool:
+    """Drop a held job's entry; True for the one caller that removed it (sweepers race)."""
+    return bool(conn.hdel(IN_HAND_KEY, job_id))
+
+
+def started(pipe: Pipeline, job_id: str) -> None:
+    """In the transaction that puts the job in the started registry: it is no longer held."""
+    pipe.hdel(IN_HAND_KEY, job_id)
+
+
+def get_queue(conn: redis.Redis, settings: Settings) -> ServiceQueue:
+    return ServiceQueue(
         settings.rq_queue_name, connection=conn, default_timeout=settings.rq_worker_timeout
     )
+
+
+def queue_at(conn: redis.Redis, queue_key: str) -> ServiceQueue:
+    """The queue whose Redis key is `queue_key` (a held job's record names its queue so)."""
+    return cast(ServiceQueue, ServiceQueue.from_queue_key(queue_key, connection=conn))
 
 
 def enqueue_task(
@@ -168,6 +274,23 @@ def queue_status(conn: redis.Redis, queue: Queue) -> dict[str, int]:
         "workers": len(workers),
         "workers_busy": busy,
     }
+
+
+# Take the first job of the first non-empty queue and record who holds it, in one step.
+# KEYS: the queues in order, then IN_HAND_KEY; ARGV: the holder (Owner JSON), the time.
+_TAKE = """
+for i = 1, #KEYS - 1 do
+  local id = redis.call('LPOP', KEYS[i])
+  if id then
+    local held = cjson.decode(ARGV[1])
+    held['queue'] = KEYS[i]
+    held['at'] = tonumber(ARGV[2])
+    redis.call('HSET', KEYS[#KEYS], id, cjson.encode(held))
+    return {KEYS[i], id}
+  end
+end
+return false
+"""
 
 
 # Move each candidate that is still queued onto the worker's claim list, atomically per job, so

@@ -223,7 +223,38 @@ def requeue_abandoned(conn: redis.Redis, queue: Queue, settings: Settings) -> li
             continue  # another sweeper took it
         if _requeue_one(conn, queue, settings, job, owner):
             moved.append(job.id)
-    return moved
+    return moved + requeue_dropped(conn)
+
+
+def _holder_gone(held: dict[str, object], conn: redis.Redis) -> bool:
+    """Whether the worker that took this job off its queue will never start it: it died, or it
+    lives but did not start it within the grace (a start takes milliseconds)."""
+    if time.time() - float(str(held.get("at") or 0)) > MOVED_ON_GRACE_S:
+        return True
+    if "incarnation" not in held:  # taken by a process that did not say who it is
+        return False
+    return not owner_alive(conn, Owner.from_json(json.dumps(held)))
+
+
+def requeue_dropped(conn: redis.Redis) -> list[str]:
+    """Put back, at the front of their queue, jobs a worker took but died before starting.
+
+    They never ran, so this counts no abandon (like a stopped worker's batch claims)."""
+    returned: list[str] = []
+    for job_id, held in job_queue.held_jobs(conn).items():
+        if not _holder_gone(held, conn) or not job_queue.release(conn, job_id):
+            continue
+        if not conn.exists(Job.key_for(job_id)):
+            continue  # deleted while it was held
+        record = task_store.load(conn, job_id)
+        if record is not None and record.status in (TaskStatus.DONE, TaskStatus.FAILED):
+            continue
+        job_queue.queue_at(conn, str(held["queue"])).push_job_id(job_id, at_front=True)
+        task_store.update(conn, job_id, status=TaskStatus.QUEUED, stage=Stage.REQUEUED, progress=0)
+        who = held.get("name", "?")
+        logger.warning(f"task={job_id} requeued: its worker {who} stopped before starting it")
+        returned.append(job_id)
+    return returned
 
 
 def _requeue_one(

@@ -35,6 +35,9 @@ READY_WORKERS_KEY = f"{KEY_PREFIX}:workers"
 WORKER_START_KEY_PREFIX = f"{KEY_PREFIX}:worker-start:"
 STARTING_WORKERS_KEY = f"{KEY_PREFIX}:workers:starting"
 CLAIMED_KEY_PREFIX = f"{KEY_PREFIX}:claimed:"
+# Jobs a worker took off a queue and has not started yet (job id -> its owner and queue), so that
+# a worker killed between the two leaves a trace the sweep can requeue (src/queue/job_queue.py).
+IN_HAND_KEY = f"{KEY_PREFIX}:queue:in_hand"
 CLAIMERS_KEY = f"{KEY_PREFIX}:claimers"
 # Who runs an RQ execution (worker name, incarnation, pid, host): see src/queue/recovery.py.
 EXECUTION_OWNER_PREFIX = f"{KEY_PREFIX}:execution:"

@@ -74,6 +74,7 @@ class ASRWorker(SimpleWorker):
         super().__init__(*args, **kwargs)
         self.context = context
         self.owner = Owner(name=self.name)
+        self.queue_class = job_queue.ServiceQueue.held_by(self.owner.to_json())
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         """RQ's work loop with this worker's context bound, for its jobs and failure callbacks."""
@@ -118,6 +119,7 @@ class ASRWorker(SimpleWorker):
             ttl = self.get_heartbeat_ttl(job)
             self.execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
             pipe.set(execution_owner_key(self.execution.id), self.owner.to_json(), ex=ttl)
+            job_queue.started(pipe, job.id)
             self.set_state(WorkerStatus.BUSY, pipeline=pipe)
             pipe.execute()
         return self.execution

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from pathlib import Path
 
+import pytest
 import redis
 from rq import Queue, Worker
+from rq.exceptions import DequeueTimeout
 from rq.job import Callback, Job
 from rq.registry import FailedJobRegistry
 
@@ -273,3 +276,58 @@ def test_an_enqueue_in_a_transaction_waits_for_its_exec(conn: redis.Redis, setti
         pipe.execute()
     assert queue.get_job_ids() == [TASK_ID]
     assert Job.fetch(TASK_ID, connection=conn).func_name == job_queue.JOB_FUNC
+
+
+def test_a_worker_takes_the_first_non_empty_queue_and_is_recorded_until_it_starts_the_job(
+    conn: redis.Redis, settings: Settings
+):
+    from src.worker.process import ASRWorker
+
+    low = job_queue.ServiceQueue("lane-low", connection=conn)
+    high = job_queue.ServiceQueue("lane-high", connection=conn)
+    low.enqueue("builtins.print", job_id="job-low")
+    high.enqueue("builtins.print", job_id="job-high")
+    worker = ASRWorker([high, low], connection=conn, name="taker")
+    got = worker.dequeue_job_and_maintain_ttl(timeout=1)
+    assert got is not None and (got[0].id, got[1].name) == ("job-high", "lane-high")
+    held = job_queue.held_jobs(conn)
+    assert list(held) == ["job-high"]
+    assert held["job-high"]["queue"] == high.key
+    assert held["job-high"]["incarnation"] == worker.owner.incarnation
+    assert held["job-high"]["pid"] == worker.owner.pid
+    assert abs(held["job-high"]["at"] - time.time()) < 5
+    # Starting it is the transaction that ends the hold.
+    worker.prepare_execution(got[0])
+    assert job_queue.held_jobs(conn) == {}
+    got = worker.dequeue_job_and_maintain_ttl(timeout=1)
+    assert got is not None and got[0].id == "job-low"
+    assert worker.dequeue_job_and_maintain_ttl(timeout=1, max_idle_time=1) is None  # both empty
+
+
+def test_a_waiting_worker_wakes_at_a_push_and_skips_deleted_jobs(
+    conn: redis.Redis, settings: Settings
+):
+    queue = job_queue.get_queue(conn, settings)
+    queue.enqueue("builtins.print", job_id="job-gone").delete(remove_from_queue=False)
+    began = time.monotonic()
+    assert job_queue.ServiceQueue.dequeue_any([queue], None, connection=conn) is None
+    assert job_queue.held_jobs(conn) == {}  # the deleted job left no hold behind
+
+    def push_later() -> None:
+        time.sleep(0.3)
+        job_queue.get_queue(conn, settings).enqueue("builtins.print", job_id="job-late")
+
+    pusher = threading.Thread(target=push_later)
+    began = time.monotonic()
+    pusher.start()
+    got = job_queue.ServiceQueue.dequeue_any([queue], 5, connection=conn)
+    waited = time.monotonic() - began
+    pusher.join()
+    assert got is not None and got[0].id == "job-late"
+    # Woken by the push's token, not by the once-a-second look.
+    assert 0.25 < waited < job_queue.WAKE_WAIT_S, waited
+    began = time.monotonic()
+    with pytest.raises(DequeueTimeout):
+        job_queue.ServiceQueue.dequeue_any([queue], 1, connection=conn)
+    assert time.monotonic() - began >= 0.95
+    assert conn.llen(job_queue.ServiceQueue.wake_key(queue.key)) <= job_queue.WAKE_TOKENS_KEPT

@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +30,13 @@ from src.config import Settings
 from src.queue import job_queue, recovery
 from src.queue.recovery import MAX_ABANDONS, Owner
 from src.records import task_store
-from src.records.redis_client import AUDIO_PINNED_KEY, DEATHS_KEY, FAILURES_KEY, task_key
+from src.records.redis_client import (
+    AUDIO_PINNED_KEY,
+    DEATHS_KEY,
+    FAILURES_KEY,
+    IN_HAND_KEY,
+    task_key,
+)
 from src.records.task_store import TaskStatus
 from src.results import history, metrics, stats
 from src.uploads import recordings
@@ -225,6 +232,69 @@ def test_a_stopped_workers_unstarted_batch_goes_back_as_queued(
             0,
         )
     assert recovery.return_claimed(conn, queue, "worker-1") == []
+
+
+# A worker process that takes one job off the queue the way ASRWorker does, says so, and waits
+# to be killed before it starts the job.
+TAKE_AND_HANG = """
+import sys, time
+import redis
+from src.queue import job_queue
+from src.queue.recovery import Owner
+
+conn = redis.Redis(port=int(sys.argv[1]))
+queue = job_queue.ServiceQueue(sys.argv[2], connection=conn)
+held = job_queue.ServiceQueue.held_by(Owner(name="worker-1").to_json())
+job, _ = held.dequeue_any([queue], 5, connection=conn)
+print(job.id, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_job_whose_worker_died_between_taking_and_starting_it_goes_back_first(
+    conn: redis.Redis, settings: Settings
+):
+    """RQ's BLPOP left such a job in no list at all: it was lost. Now the take names its
+    holder, and the sweep (here as a restarted worker-1 runs it at start) puts it back."""
+    queue = job_queue.get_queue(conn, settings)
+    ids = [new_task(conn, settings, queue, n) for n in (1, 2)]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", TAKE_AND_HANG, str(settings.redis_port), queue.name],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == ids[0]
+    assert queue.get_job_ids() == ids[1:]
+    assert recovery.requeue_abandoned(conn, queue, settings) == []  # its holder lives
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    beacon(conn, Owner(name="worker-1"))  # the restarted worker-1
+    assert recovery.requeue_abandoned(conn, queue, settings) == [ids[0]]
+    assert queue.get_job_ids() == ids
+    record = task_store.load(conn, ids[0])
+    assert record is not None
+    assert (record.status, record.stage, record.abandons) == (TaskStatus.QUEUED, Stage.REQUEUED, 0)
+    assert job_queue.held_jobs(conn) == {}
+    assert recovery.requeue_abandoned(conn, queue, settings) == []  # put back once only
+
+
+def test_a_live_holder_that_never_started_its_job_loses_it_after_the_grace(
+    conn: redis.Redis, settings: Settings
+):
+    queue = job_queue.get_queue(conn, settings)
+    task_id = new_task(conn, settings, queue)
+    me = Owner(name="worker-1")
+    held = job_queue.ServiceQueue.held_by(me.to_json())
+    got = held.dequeue_any([queue], None, connection=conn)
+    assert got is not None and got[0].id == task_id
+    beacon(conn, me)
+    assert recovery.requeue_abandoned(conn, queue, settings) == []
+    entry = job_queue.held_jobs(conn)[task_id]
+    entry["at"] -= recovery.MOVED_ON_GRACE_S + 1
+    conn.hset(IN_HAND_KEY, task_id, json.dumps(entry))
+    assert recovery.requeue_abandoned(conn, queue, settings) == [task_id]
+    assert queue.get_job_ids() == [task_id]
 
 
 def test_mark_failed_fails_the_task_everywhere_at_once(conn: redis.Redis, settings: Settings):
