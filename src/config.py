@@ -93,6 +93,14 @@ class Settings(BaseSettings):
     rq_queue_name: str = Field("asr-queue", min_length=1)
     rq_worker_count: PositiveInt = 2
     rq_worker_timeout: PositiveInt = 600
+    # Priority lanes (src/queue/job_queue.py): RQ queues `<RQ_QUEUE_NAME>-high`, `<RQ_QUEUE_NAME>`
+    # (normal) and `<RQ_QUEUE_NAME>-low`; workers always take the highest non-empty one. Without
+    # submit's `priority`, audio shorter than LANE_HIGH_MAX_SECONDS goes high and audio of
+    # LANE_LOW_MIN_SECONDS or more goes low. A job that waited LANE_PROMOTE_SECONDS in its lane
+    # moves up one lane (so a low job is in the high lane after twice that): none starves.
+    lane_high_max_seconds: float = Field(60.0, ge=0)
+    lane_low_min_seconds: float = Field(600.0, gt=0)
+    lane_promote_seconds: float = Field(300.0, gt=0)
     task_ttl_seconds: PositiveInt = 3600
     # Never transcribe the same thing twice (src/service/dedup.py). An upload whose bytes,
     # language, hotwords and models match a task done within this many seconds is answered from

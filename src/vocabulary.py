@@ -20,6 +20,14 @@ class TaskStatus(str, Enum):
     FAILED = "failed"
 
 
+class Priority(str, Enum):
+    """A task's priority lane, highest first; each lane is an RQ queue."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
 class Stage(str, Enum):
     """Every stage a task record can show: the engine's pipeline steps (reported to a progress
     callback, in this order), then the two the job core writes itself."""

@@ -8,12 +8,11 @@ from typing import Annotated
 import redis
 from fastapi import Depends, Path, Security, WebSocket
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from rq import Queue
 from starlette.requests import HTTPConnection
 
 from src.api.errors import APIError
 from src.config import Settings, get_settings
-from src.queue.job_queue import get_queue
+from src.queue.job_queue import Lanes, get_lanes
 from src.records.task_store import TASK_ID_PATTERN, is_valid_task_id
 from src.service.push import EventHub
 
@@ -65,11 +64,11 @@ def get_redis(request: HTTPConnection) -> redis.Redis:
 RedisDep = Annotated[redis.Redis, Depends(get_redis)]
 
 
-def get_rq_queue(conn: RedisDep, settings: SettingsDep) -> Queue:
-    return get_queue(conn, settings)
+def get_rq_lanes(conn: RedisDep, settings: SettingsDep) -> Lanes:
+    return get_lanes(conn, settings)
 
 
-QueueDep = Annotated[Queue, Depends(get_rq_queue)]
+LanesDep = Annotated[Lanes, Depends(get_rq_lanes)]
 
 
 def valid_task_id(

@@ -38,10 +38,10 @@ from rq import Queue
 from starlette.routing import Mount, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from src.api.dependencies import QueueDep, RedisDep, require_api_key
+from src.api.dependencies import LanesDep, RedisDep, require_api_key
 from src.records.redis_client import REDIS_ERRORS
 from src.service import monitoring
-from src.service.monitoring import DEFAULT_LANE, ServiceFigures
+from src.service.monitoring import ServiceFigures
 
 # Up to two minutes: an upload on a slow link, or a request that waits for its transcript.
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -243,12 +243,12 @@ router = APIRouter(tags=["system"], dependencies=[Depends(require_api_key)])
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics(request: Request, conn: RedisDep, queue: QueueDep) -> Response:
+def metrics(request: Request, conn: RedisDep, lanes: LanesDep) -> Response:
     """Prometheus exposition (OpenMetrics when the scraper asks for it); a sync endpoint, so
     the Redis reads run in the thread pool."""
     scrape = CollectorRegistry()
     scrape.register(request.app.state.http_metrics.registry)
-    scrape.register(ServiceCollector(conn, {DEFAULT_LANE: queue}))
+    scrape.register(ServiceCollector(conn, {p.value: q for p, q in lanes.queues.items()}))
     encode, content_type = choose_encoder(request.headers.get("accept", ""))
     return Response(encode(scrape), media_type=content_type)
 

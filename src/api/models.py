@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from src.results.history import HistoryEntry
 from src.service.models import Deleted, Health, Queued, QueueFigures, ServiceStats, TaskView
-from src.vocabulary import HistoryStatus, Sentence, Stage, TaskStatus
+from src.vocabulary import HistoryStatus, Priority, Sentence, Stage, TaskStatus
 
 
 class ErrorResponse(BaseModel):
@@ -37,6 +37,7 @@ class SubmitResponse(Queued):
                     "status": "queued",
                     "position": 3,
                     "estimated_wait": 45,
+                    "priority": "high",
                     "cached": False,
                     "result_url": "/api/v1/asr/result/2025-12-01_001_0a1b2c3d4e5f60718293a4b5",
                 },
@@ -118,6 +119,11 @@ class TaskResult(BaseModel):
         None, description="seconds until it should be done, as submit estimates it (queued)"
     )
     attempts: int = 0
+    priority: Priority = Field(
+        Priority.NORMAL,
+        description="its lane: the one it waits in now while queued (a job moves up a lane "
+        "each LANE_PROMOTE_SECONDS it waits), else the one it was submitted to",
+    )
     cached: bool = Field(
         False,
         description="true: done at submit with the transcript of an earlier task for the same "
@@ -139,6 +145,7 @@ class TaskResult(BaseModel):
             attempts=record.attempts,
             audio_url=audio_url,
             position=view.position,
+            priority=view.lane or record.priority,
             cached=record.cached,
         )
         if record.status == TaskStatus.PROCESSING:

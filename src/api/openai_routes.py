@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from anyio import to_thread
 from fastapi import APIRouter, File, Form, Path, Request, Response, UploadFile
 
-from src.api.dependencies import QueueDep, RedisDep, SettingsDep
+from src.api.dependencies import LanesDep, RedisDep, SettingsDep
 from src.api.errors import APIError
 from src.api.exports import FILE_CONTENT, transcript_file
 from src.api.forms import request_hotwords
@@ -36,6 +36,7 @@ from src.results import subtitles
 from src.service import transcripts
 from src.service.models import SubmitRequest
 from src.service.submit import submit as submit_upload
+from src.vocabulary import Priority
 
 # A request that names no language gets the native submit form's default.
 DEFAULT_LANGUAGE = "zh"
@@ -94,7 +95,7 @@ def served_models(settings: Settings) -> list[str]:
 async def transcriptions(
     request: Request,
     conn: RedisDep,
-    queue: QueueDep,
+    lanes: LanesDep,
     settings: SettingsDep,
     file: Annotated[UploadFile, File(description="the recording")],
     model: Annotated[
@@ -132,11 +133,11 @@ async def transcriptions(
         language=language or DEFAULT_LANGUAGE,
         batch_size=settings.asr_batch_size,
         hotwords=hotwords,
+        # A synchronous caller holds a connection open for its answer: the high lane.
+        priority=Priority.HIGH,
     )
-    # Where priority lanes exist, a synchronous caller's task belongs in the high lane: this is
-    # the one place that submits for it.
     submitted = await to_thread.run_sync(
-        submit_upload, conn, queue, settings, upload, limiter=request.app.state.submit_limiter
+        submit_upload, conn, lanes, settings, upload, limiter=request.app.state.submit_limiter
     )
     request.state.log = submitted.log_line()
     record = await transcripts.wait_finished(

@@ -13,13 +13,13 @@ from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from src.api import errors
 from src.api.dependencies import (
     EventsDep,
-    QueueDep,
+    LanesDep,
     RedisDep,
     SettingsDep,
     TaskId,
     get_events,
     get_redis,
-    get_rq_queue,
+    get_rq_lanes,
     key_accepted,
     valid_task_id,
     websocket_key,
@@ -44,6 +44,7 @@ from src.service import status, tasks, transcripts
 from src.service.models import Deleted, Health, QueueFigures, ServiceStats, SubmitRequest
 from src.service.submit import submit as submit_upload
 from src.uploads.recordings import content_type
+from src.vocabulary import Priority
 
 E = ErrorResponse
 
@@ -52,7 +53,7 @@ E = ErrorResponse
 # is CPU-bound.
 SUBMIT_THREADS = 4
 # The submit form's fields; each may be sent once (FastAPI alone would keep the last silently).
-SUBMIT_FIELDS = ("audio", "language", "batch_size", "hotwords")
+SUBMIT_FIELDS = ("audio", "language", "batch_size", "hotwords", "priority")
 # The longest long poll: under common proxies' 60-100 s idle timeouts.
 MAX_WAIT_S = 60.0
 # An Idempotency-Key: 1-255 visible ASCII characters (no spaces, no control characters).
@@ -125,7 +126,7 @@ async def submit(
     request: Request,
     response: Response,
     conn: RedisDep,
-    queue: QueueDep,
+    lanes: LanesDep,
     settings: SettingsDep,
     audio: Annotated[UploadFile, File(description="the recording")],
     language: Annotated[str, Form(description="language hint: zh, en or auto")] = "zh",
@@ -141,6 +142,15 @@ async def submit(
             description="extra hotwords for this request, separated by spaces or commas; at most "
             f"{MAX_HOTWORDS} distinct (422 beyond). With the configured file's words they are "
             f"capped at {MAX_HOTWORDS} in all, the file's first; the result lists those applied"
+        ),
+    ] = None,
+    priority: Annotated[
+        Priority | None,
+        Form(
+            description="the lane: workers always take high, then normal, then low. Default by "
+            "duration: under LANE_HIGH_MAX_SECONDS (60 s) high, from LANE_LOW_MIN_SECONDS "
+            "(600 s) low, else normal. A job moves up a lane each LANE_PROMOTE_SECONDS (300 s) "
+            "it waits, so none starves"
         ),
     ] = None,
     idempotency_key: Annotated[
@@ -168,9 +178,10 @@ async def submit(
         batch_size=batch_size or settings.asr_batch_size,
         hotwords=wanted,
         idempotency_key=idempotency_key,
+        priority=priority,
     )
     submitted = await to_thread.run_sync(
-        submit_upload, conn, queue, settings, upload, limiter=request.app.state.submit_limiter
+        submit_upload, conn, lanes, settings, upload, limiter=request.app.state.submit_limiter
     )
     request.state.log = submitted.log_line()  # the access line names the task it created
     if submitted.replayed:
@@ -193,7 +204,7 @@ async def result(
     request: Request,
     task_id: TaskId,
     conn: RedisDep,
-    queue: QueueDep,
+    lanes: LanesDep,
     hub: EventsDep,
     fmt: Annotated[
         ExportFormat,
@@ -213,7 +224,7 @@ async def result(
         ),
     ] = 0,
 ) -> TaskResult | Response:
-    view = await tasks.view_settled(hub, conn, queue, task_id, wait)
+    view = await tasks.view_settled(hub, conn, lanes, task_id, wait)
     if fmt != "json":
         record = await to_thread.run_sync(transcripts.finished, conn, task_id)
         return transcript_file(record, fmt, attach_name=True)
@@ -282,8 +293,8 @@ class RecordingResponse(FileResponse):
     summary="Queue figures",
     responses=UNAVAILABLE,
 )
-def queue_status(conn: RedisDep, queue: QueueDep) -> QueueFigures:
-    return status.queue_figures(conn, queue)
+def queue_status(conn: RedisDep, lanes: LanesDep) -> QueueFigures:
+    return status.queue_figures(conn, lanes)
 
 
 @asr.post(
@@ -297,9 +308,9 @@ def queue_status(conn: RedisDep, queue: QueueDep) -> QueueFigures:
     },
 )
 def retry(
-    request: Request, task_id: TaskId, conn: RedisDep, queue: QueueDep, settings: SettingsDep
+    request: Request, task_id: TaskId, conn: RedisDep, lanes: LanesDep, settings: SettingsDep
 ) -> SubmitResponse:
-    queued = tasks.retry(conn, queue, settings, task_id)
+    queued = tasks.retry(conn, lanes, settings, task_id)
     return SubmitResponse.of(queued, url(request, "result", task_id))
 
 
@@ -347,8 +358,8 @@ async def task_events(websocket: WebSocket, task_id: str) -> None:
             raise errors.APIError(401, "Missing or invalid API key")
         valid_task_id(task_id)
         conn = get_redis(websocket)
-        queue = get_rq_queue(conn, websocket.app.state.settings)
-        changes = tasks.follow(get_events(websocket), conn, queue, task_id)
+        lanes = get_rq_lanes(conn, websocket.app.state.settings)
+        changes = tasks.follow(get_events(websocket), conn, lanes, task_id)
         audio, retry = url(websocket, "audio", task_id), url(websocket, "retry", task_id)
         sent = await until_disconnect(websocket, changes, lambda v: TaskResult.of(v, audio, retry))
     except Exception as exc:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC
 from typing import Any, ClassVar, cast
 
 import redis
@@ -20,8 +22,11 @@ from rq.job import Callback, Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import Serializer
 from rq.timeouts import BaseDeathPenalty
+from rq.utils import utcparse
 
 from src.config import Settings
+from src.records import events
+from src.records.events import TaskEvent
 from src.records.redis_client import (
     BACKLOG_KEY,
     CLAIMERS_KEY,
@@ -35,6 +40,7 @@ from src.records.redis_client import (
     worker_key,
 )
 from src.results import stats
+from src.vocabulary import Priority, TaskStatus
 
 JOB_FUNC = "src.worker.jobs.process_task"
 FAILURE_CALLBACK = "src.worker.jobs.on_failure"
@@ -145,9 +151,137 @@ def started(pipe: Pipeline, job_id: str) -> None:
 
 
 def get_queue(conn: redis.Redis, settings: Settings) -> ServiceQueue:
-    return ServiceQueue(
-        settings.rq_queue_name, connection=conn, default_timeout=settings.rq_worker_timeout
+    """The normal lane: the queue named RQ_QUEUE_NAME, as before lanes existed."""
+    return get_lanes(conn, settings)[Priority.NORMAL]
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """The priority lanes, one RQ queue each (`rq info` lists them), highest first."""
+
+    queues: dict[Priority, ServiceQueue]
+
+    def __getitem__(self, priority: Priority) -> ServiceQueue:
+        return self.queues[priority]
+
+    def ordered(self) -> list[ServiceQueue]:
+        return [self.queues[p] for p in Priority]
+
+    def named(self, name: str) -> ServiceQueue:
+        """The lane whose RQ queue is `name` (a job's `origin`); the normal lane if none is."""
+        found = [q for q in self.queues.values() if q.name == name]
+        return found[0] if found else self.queues[Priority.NORMAL]
+
+
+def lane_name(settings: Settings, priority: Priority) -> str:
+    base = settings.rq_queue_name
+    return base if priority == Priority.NORMAL else f"{base}-{priority.value}"
+
+
+def get_lanes(conn: redis.Redis, settings: Settings) -> Lanes:
+    return Lanes(
+        {
+            p: ServiceQueue(
+                lane_name(settings, p), connection=conn, default_timeout=settings.rq_worker_timeout
+            )
+            for p in Priority
+        }
     )
+
+
+def lane_for(settings: Settings, audio_seconds: float | None) -> Priority:
+    """The default lane by duration: voice notes first, long recordings last."""
+    if audio_seconds is None:
+        return Priority.NORMAL
+    if audio_seconds < settings.lane_high_max_seconds:
+        return Priority.HIGH
+    if audio_seconds >= settings.lane_low_min_seconds:
+        return Priority.LOW
+    return Priority.NORMAL
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a queued job waits: its lane and the jobs ahead of it in each lane."""
+
+    lane: Priority
+    ahead: dict[Priority, int]
+
+    @property
+    def position(self) -> int:
+        """1-based across the lanes: 1 = the next job any worker takes."""
+        return sum(self.ahead.values()) + 1
+
+
+def place(lanes: Lanes, job_id: str) -> Place | None:
+    """The job's place (one round trip), None once a worker has it. It is looked for in every
+    lane, since promotion moves jobs up."""
+    with lanes[Priority.NORMAL].connection.pipeline(transaction=False) as pipe:
+        for queue in lanes.ordered():
+            pipe.lpos(queue.key, job_id)
+            pipe.llen(queue.key)
+        replies = pipe.execute()
+    ahead: dict[Priority, int] = {}
+    for priority, index, length in zip(Priority, replies[0::2], replies[1::2], strict=True):
+        if index is not None:
+            ahead[priority] = int(index)
+            return Place(lane=priority, ahead=ahead)
+        ahead[priority] = int(length)
+    return None
+
+
+# Move a job that waited long enough up to another lane, its RQ origin with it, and wake a worker.
+# KEYS: from, to, the job's hash, the target's wake list; ARGV: job id, target queue name.
+_PROMOTE = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  redis.call('HSET', KEYS[3], 'origin', ARGV[2])
+  redis.call('LPUSH', KEYS[4], 1)
+  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[3]) - 1)
+  return 1
+end
+return 0
+"""
+# Promotion looks at this many jobs from the head of each lane per sweep.
+PROMOTE_SCAN = 100
+
+
+def promote(conn: redis.Redis, lanes: Lanes, after_s: float) -> list[tuple[str, Priority]]:
+    """Move up each job that has waited `after_s` per lane it climbs from the lane it was
+    submitted to: a low job is normal after `after_s` and high after twice that, a normal job
+    high after `after_s`. The workers' sweep runs it every few seconds, so no job waits behind
+    newer jobs of higher lanes forever."""
+    now = time.time()
+    order = list(Priority)
+    moved: list[tuple[str, Priority]] = []
+    for source in (Priority.NORMAL, Priority.LOW):
+        queue = lanes[source]
+        ids = [decoded(raw) for raw in conn.lrange(queue.key, 0, PROMOTE_SCAN - 1)]
+        if not ids:
+            continue
+        with conn.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hget(Job.key_for(job_id), "enqueued_at")
+            pipe.mget([task_key(job_id) for job_id in ids])
+            *stamps, records = pipe.execute()
+        for job_id, stamp, raw in zip(ids, stamps, records, strict=True):
+            if not stamp:
+                continue
+            submitted = Priority(json.loads(raw).get("priority", source.value)) if raw else source
+            waited = now - utcparse(decoded(stamp)).replace(tzinfo=UTC).timestamp()
+            rank = order.index(submitted) - int(waited // after_s)
+            target = order[max(rank, 0)]
+            if order.index(target) >= order.index(source):
+                continue
+            dest = lanes[target]
+            args = (job_id, dest.name, WAKE_TOKENS_KEPT)
+            keys = (queue.key, dest.key, Job.key_for(job_id), ServiceQueue.wake_key(dest.key))
+            if conn.eval(_PROMOTE, 4, *keys, *args):
+                moved.append((job_id, target))
+                # Its place in line changed, and so did others': push watchers read again.
+                change = TaskEvent(task_id=job_id, change="status", status=TaskStatus.QUEUED)
+                events.publish(conn, change)
+    return moved
 
 
 def queue_at(conn: redis.Redis, queue_key: str) -> ServiceQueue:
@@ -191,7 +325,7 @@ def migrate_legacy_jobs(queue: Queue) -> list[str]:
 
 
 def position(queue: Queue, job_id: str) -> int | None:
-    """1-based place in the queue (1 = next to be taken), None once a worker has it."""
+    """1-based place in one queue (1 = next to be taken), None once a worker has it."""
     pos = queue.get_job_position(job_id)
     return None if pos is None else pos + 1
 
@@ -215,33 +349,37 @@ def ready_workers(conn: redis.Redis) -> list[str]:
 
 
 def estimated_wait(
-    conn: redis.Redis, position: int, workers: int, audio_seconds: float | None
+    conn: redis.Redis, ahead: Mapping[Priority, int], workers: int, audio_seconds: float | None
 ) -> int:
-    """Seconds until the job at `position` (1 = next) has finished, from observed throughput.
+    """Seconds until a job with `ahead` jobs before it (per lane) has finished, from observed
+    throughput.
 
     Work ahead is measured in audio, not in jobs: a 2-hour recording and a voice note are both
     "one job", and a mean per job taken over a history with long recordings made the estimate
-    4-5 times too high for a queue of voice notes. The jobs ahead are taken to hold the
-    queue's mean audio per job (the workers' sweep keeps that figure), and a second of audio
+    4-5 times too high for a queue of voice notes. The jobs ahead in a lane are taken to hold
+    that lane's mean audio per job (the workers' sweep keeps that figure), and a second of audio
     costs what recent jobs cost per second of audio, batched passes shared among their jobs.
     """
-    ahead = max(position - 1, 0)
+    jobs_ahead = sum(ahead.values())
     seen = stats.recent_throughput(conn)
     if seen is None:
-        return math.ceil((ahead + 1) * DEFAULT_JOB_SECONDS / max(workers, 1))
+        return math.ceil((jobs_ahead + 1) * DEFAULT_JOB_SECONDS / max(workers, 1))
     per_job, per_audio_second = seen
     raw = conn.get(BACKLOG_KEY)
     backlog = json.loads(raw) if raw else {}
-    queued_jobs = int(backlog.get("jobs", 0))
-    # Until the sweep has counted the queue (every 5 s), the jobs ahead are taken to be like
-    # this one: a burst of voice notes is mostly voice notes.
-    mean_audio = (
-        float(backlog.get("audio_seconds", 0.0)) / queued_jobs if queued_jobs else audio_seconds
-    )
-    if mean_audio is not None and per_audio_second > 0:
-        work = ahead * mean_audio * per_audio_second
-    else:
-        work = ahead * per_job
+    work = 0.0
+    for lane, count in ahead.items():
+        figures = backlog.get(lane.value, {})
+        queued_jobs = int(figures.get("jobs", 0))
+        # Until the sweep has counted the lane (every 5 s), the jobs ahead are taken to be like
+        # this one: a burst of voice notes is mostly voice notes.
+        mean_audio = (
+            float(figures.get("audio_seconds", 0.0)) / queued_jobs if queued_jobs else audio_seconds
+        )
+        if mean_audio is not None and per_audio_second > 0:
+            work += count * mean_audio * per_audio_second
+        else:
+            work += count * per_job
     if audio_seconds is not None and per_audio_second > 0:
         work += audio_seconds * per_audio_second
     else:
@@ -249,30 +387,37 @@ def estimated_wait(
     return max(1, math.ceil(work / max(workers, 1)))
 
 
-def refresh_backlog(conn: redis.Redis, queue: Queue) -> dict[str, float]:
-    """Count the audio waiting in the queue, for the wait estimate; one sweeper at a time runs
-    it every few seconds, so a submit never reads the whole queue."""
-    ids = [decoded(raw) for raw in conn.lrange(queue.key, 0, -1)]
-    raws = conn.mget([task_key(i) for i in ids]) if ids else []
-    known = [json.loads(raw).get("audio_duration") for raw in raws if raw]
-    durations = [float(d) for d in known if d is not None]
-    audio = sum(durations)
-    if durations:  # a file whose length the upload check could not tell: count it as the mean
-        audio += (len(ids) - len(durations)) * audio / len(durations)
-    figures = {"jobs": len(ids), "audio_seconds": round(audio, 3)}
-    conn.set(BACKLOG_KEY, json.dumps(figures))
-    return figures
+def refresh_backlog(conn: redis.Redis, lanes: Lanes) -> dict[str, dict[str, float]]:
+    """Count the audio waiting in each lane, for the wait estimate; one sweeper at a time runs
+    it every few seconds, so a submit never reads a whole lane."""
+    backlog: dict[str, dict[str, float]] = {}
+    for priority, queue in lanes.queues.items():
+        ids = [decoded(raw) for raw in conn.lrange(queue.key, 0, -1)]
+        raws = conn.mget([task_key(i) for i in ids]) if ids else []
+        known = [json.loads(raw).get("audio_duration") for raw in raws if raw]
+        durations = [float(d) for d in known if d is not None]
+        audio = sum(durations)
+        if durations:  # a file whose length the upload check could not tell: count it as the mean
+            audio += (len(ids) - len(durations)) * audio / len(durations)
+        backlog[priority.value] = {"jobs": len(ids), "audio_seconds": round(audio, 3)}
+    conn.set(BACKLOG_KEY, json.dumps(backlog))
+    return backlog
 
 
-def queue_status(conn: redis.Redis, queue: Queue) -> dict[str, int]:
-    workers = Worker.all(queue=queue)
+def queue_status(conn: redis.Redis, lanes: Lanes) -> dict[str, Any]:
+    """Totals over the lanes, and each lane's waiting jobs."""
+    queues = lanes.ordered()
+    workers = Worker.all(connection=conn)
+    mine = {q.name for q in queues}
+    workers = [w for w in workers if mine & set(w.queue_names())]
     busy = sum(1 for w in workers if w.state == "busy")
     return {
-        "queued": queue.count,
-        "processing": StartedJobRegistry(queue=queue).count,
-        "failed": FailedJobRegistry(queue=queue).count,
+        "queued": sum(q.count for q in queues),
+        "processing": sum(StartedJobRegistry(queue=q).count for q in queues),
+        "failed": sum(FailedJobRegistry(queue=q).count for q in queues),
         "workers": len(workers),
         "workers_busy": busy,
+        "lanes": {p.value: lanes[p].count for p in Priority},
     }
 
 
@@ -336,22 +481,23 @@ def claimers(conn: redis.Redis) -> list[str]:
     return sorted(decoded(raw) for raw in conn.smembers(CLAIMERS_KEY))
 
 
-def return_claimed(conn: redis.Redis, queue: Queue, worker: str) -> list[str]:
-    """Put a stopped worker's claimed-but-unstarted jobs back at the front of the queue.
+def return_claimed(conn: redis.Redis, lanes: Lanes, worker: str) -> list[str]:
+    """Put a stopped worker's claimed-but-unstarted jobs back at the front of their lane.
 
     A job that already reached the started registry is left to the abandoned-job sweep, and
     one already back in the queue is not pushed twice; LREM on the claim list decides who
     returns a job when two sweepers race.
     """
     returned: list[str] = []
-    started = StartedJobRegistry(queue=queue)
     for job_id in reversed(claimed(conn, worker)):  # reversed: LPUSH keeps their order
         if not unclaim(conn, worker, job_id):
             continue
-        if job_id in started or conn.lpos(queue.key, job_id) is not None:
-            continue
-        if not conn.exists(Job.key_for(job_id)):
+        origin = conn.hget(Job.key_for(job_id), "origin")
+        if origin is None:
             continue  # deleted while claimed
+        queue = lanes.named(decoded(origin))
+        if job_id in StartedJobRegistry(queue=queue) or conn.lpos(queue.key, job_id) is not None:
+            continue
         queue.push_job_id(job_id, at_front=True)
         returned.append(job_id)
     if not conn.exists(claimed_key(worker)):

@@ -40,6 +40,7 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from src.config import Settings
 from src.queue import job_queue
+from src.queue.job_queue import Lanes
 from src.records import task_store
 from src.records.redis_client import (
     DEATHS_KEY,
@@ -282,9 +283,9 @@ def _requeue_one(
     return True
 
 
-def return_claimed(conn: redis.Redis, queue: Queue, worker: str) -> list[str]:
+def return_claimed(conn: redis.Redis, lanes: Lanes, worker: str) -> list[str]:
     """Requeue jobs a stopped worker claimed for a batch but never started; tasks back to queued."""
-    returned = job_queue.return_claimed(conn, queue, worker)
+    returned = job_queue.return_claimed(conn, lanes, worker)
     for job_id in returned:
         task_store.update(conn, job_id, status=TaskStatus.QUEUED, stage=Stage.REQUEUED, progress=0)
         logger.warning(f"task={job_id} requeued: its worker {worker} stopped before running it")

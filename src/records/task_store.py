@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from src.records import events
 from src.records.events import TaskEvent
 from src.records.redis_client import seq_key, task_key
-from src.vocabulary import Sentence, Stage, TaskStatus
+from src.vocabulary import Priority, Sentence, Stage, TaskStatus
 
 # YYYY-MM-DD_NNN_ + 96 random bits: readable, sortable by day, unguessable. ASCII classes only
 # (`\d` takes any Unicode digit) and checked with fullmatch (`$` also matches before a final
@@ -42,6 +42,8 @@ class TaskRecord(BaseModel):
     batch_size: int = 500
     hotwords: list[str] = []
     audio_duration: float | None = None
+    # The lane it was queued in (src/queue/job_queue.py); promotion may have moved its job up.
+    priority: Priority = Priority.NORMAL
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None

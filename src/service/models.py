@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from src.records.task_store import TaskRecord
 from src.records.worker_start import WorkerStart
 from src.results.history import HistoryEntry
-from src.vocabulary import TaskStatus
+from src.vocabulary import Priority, TaskStatus
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ class SubmitRequest:
     hotwords: list[str]
     # The client's Idempotency-Key header, if any (src/service/dedup.py).
     idempotency_key: str | None = None
+    # The lane; None: chosen by the audio's duration (src/queue/job_queue.py `lane_for`).
+    priority: Priority | None = None
 
 
 class Queued(BaseModel):
@@ -45,6 +47,13 @@ class Queued(BaseModel):
     )
     estimated_wait: int = Field(
         description="seconds until the result is expected, from observed processing speed"
+    )
+    priority: Priority | None = Field(
+        None,
+        description=(
+            "the lane it waits in (workers take high, then normal, then low; a job moves up a "
+            "lane each LANE_PROMOTE_SECONDS it waits); absent once a worker has it"
+        ),
     )
     cached: bool = Field(
         False,
@@ -82,6 +91,7 @@ class TaskView:
     record: TaskRecord
     position: int | None = None
     estimated_wait: float | None = None  # seconds until it should be done, while queued
+    lane: Priority | None = None  # the lane it waits in now (promotion may have moved it up)
 
     @property
     def settled(self) -> bool:
@@ -136,11 +146,14 @@ class Health(BaseModel):
 
 
 class QueueFigures(BaseModel):
-    queued: int
+    queued: int = Field(description="jobs waiting, all lanes together")
     processing: int
     failed: int
     workers: int
     workers_busy: int
+    lanes: dict[Priority, int] = Field(
+        default_factory=dict, description="jobs waiting in each priority lane"
+    )
 
 
 class ServiceStats(BaseModel):

@@ -25,10 +25,6 @@ from src.records.redis_client import FAILURES_KEY, READY_WORKERS_KEY, STATS_KEY,
 from src.results import metrics, stats
 from src.results.metrics import FailureReason, HistogramSpec, HistogramValues
 
-# The queue's one lane until priority lanes exist; the metrics carry it as a label already, so
-# that their names stay when lanes come.
-DEFAULT_LANE = "normal"
-
 
 @dataclass(frozen=True)
 class LaneFigures:

@@ -8,10 +8,10 @@ from typing import cast
 
 import redis
 import redis.asyncio
-from rq import Queue
 
 from src.config import Settings
 from src.queue import job_queue
+from src.queue.job_queue import Lanes
 from src.records import worker_start
 from src.records.redis_client import (
     AUDIO_INDEX_KEY,
@@ -94,8 +94,8 @@ def not_ready_reason(starting: list[WorkerStart]) -> str:
     return "; ".join(f"{', '.join(names)}: {why}" for why, names in by_reason.items())
 
 
-def queue_figures(conn: redis.Redis, queue: Queue) -> QueueFigures:
-    return QueueFigures(**job_queue.queue_status(conn, queue))
+def queue_figures(conn: redis.Redis, lanes: Lanes) -> QueueFigures:
+    return QueueFigures(**job_queue.queue_status(conn, lanes))
 
 
 def history_page(conn: redis.Redis, limit: int) -> HistoryPage:

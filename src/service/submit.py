@@ -15,11 +15,11 @@ from pathlib import Path, PurePath
 
 import redis
 from loguru import logger
-from rq import Queue
 
 from src.config import Settings
 from src.media.audio import SUPPORTED_FORMATS, AudioError, AudioInfo, probe, verify
 from src.queue import job_queue
+from src.queue.job_queue import Lanes, Place
 from src.records import task_store
 from src.records.redis_client import REDIS_ERRORS, task_key
 from src.records.task_store import TaskRecord, utcnow
@@ -74,7 +74,7 @@ class _Stored:
 
 
 def submit(
-    conn: redis.Redis, queue: Queue, settings: Settings, request: SubmitRequest
+    conn: redis.Redis, lanes: Lanes, settings: Settings, request: SubmitRequest
 ) -> Submitted:
     """Store, check and enqueue one upload; or answer it from the result cache, or, for a resent
     Idempotency-Key, with the task the key's first request created (src/service/dedup.py)."""
@@ -97,7 +97,7 @@ def submit(
     try:
         if not record.cached:  # named before its job exists: a worker may take it at once
             recordings.finalize(settings, stored.partial, task_id, stored.info.extension)
-        held = _commit(conn, queue, settings, record, claim)
+        held = _commit(conn, lanes, settings, record, claim)
     except BaseException as exc:
         _discard(settings, stored, record)
         if isinstance(exc, REDIS_ERRORS):  # EXEC may have run before the connection failed
@@ -105,7 +105,7 @@ def submit(
         raise
     if held is not None:
         _discard(settings, stored, record)
-        return _replay(conn, queue, held, claim)
+        return _replay(conn, lanes, held, claim)
     if record.cached:
         stored.partial.unlink(missing_ok=True)
         history.record(conn, settings.history_file, record, settings.max_history_records)
@@ -114,7 +114,7 @@ def submit(
         )
         return Submitted(**answer.model_dump(), filename=record.filename, size=stored.size)
     _trim_recordings(conn, settings)
-    queued = queued_answer(conn, queue, task_id, stored.info.duration_s)
+    queued = queued_answer(conn, lanes, task_id, stored.info.duration_s)
     return Submitted(**queued.model_dump(), filename=record.filename, size=stored.size)
 
 
@@ -162,6 +162,7 @@ def _new_record(
         batch_size=request.batch_size,
         hotwords=request.hotwords,
         audio_duration=stored.info.duration_s,
+        priority=request.priority or job_queue.lane_for(settings, stored.info.duration_s),
         created_at=now,
         fingerprint=key,
     )
@@ -202,7 +203,7 @@ def _discard(settings: Settings, stored: _Stored, record: TaskRecord) -> None:
 
 def _commit(
     conn: redis.Redis,
-    queue: Queue,
+    lanes: Lanes,
     settings: Settings,
     record: TaskRecord,
     claim: dedup.Claim | None,
@@ -237,6 +238,7 @@ def _commit(
                 else:
                     task_store.save(pipe, record)  # no TTL while it waits
                     recordings.index_recording(pipe, record.file, record.created_at.timestamp())
+                    queue = lanes[record.priority]
                     job_queue.enqueue_task(queue, record.task_id, settings, pipe)
                 stats.incr_submitted(pipe)
                 pipe.execute()
@@ -245,14 +247,14 @@ def _commit(
                 continue
 
 
-def _replay(conn: redis.Redis, queue: Queue, held: _Held, claim: dedup.Claim | None) -> Submitted:
+def _replay(conn: redis.Redis, lanes: Lanes, held: _Held, claim: dedup.Claim | None) -> Submitted:
     """A resent Idempotency-Key: the task of its first request as it stands now, or a 409 when
     this request is not the one the key was first used for."""
     if claim is None or held.claimed.request != claim.request:
         raise IdempotencyConflict(task_id=held.claimed.task_id)
     record = held.record
     if record.status in (TaskStatus.QUEUED, TaskStatus.PROCESSING):
-        answer = queued_answer(conn, queue, record.task_id, record.audio_duration)
+        answer = queued_answer(conn, lanes, record.task_id, record.audio_duration)
     else:
         answer = Queued(
             task_id=record.task_id,
@@ -266,33 +268,39 @@ def _replay(conn: redis.Redis, queue: Queue, held: _Held, claim: dedup.Claim | N
     )
 
 
-def standing(queue: Queue, task_id: str, status: TaskStatus) -> tuple[TaskStatus, int | None]:
-    """The status and position a client is shown for a task whose record says `status`.
+def standing(
+    lanes: Lanes, task_id: str, status: TaskStatus
+) -> tuple[TaskStatus, int | None, Place | None]:
+    """The status and position a client is shown for a task whose record says `status`, and its
+    place in the lanes while it waits.
 
-    A queued task is either n-th in the queue (position n >= 1) or a worker already has it: RQ
-    took it off the queue, or a batch claimed it, before the worker marked the record. It is then
-    shown as `processing` at position 0, so `queued` always comes with a place in line and 0
-    always means a worker has it. A finished task has no position.
+    A queued task is either n-th in line across the lanes (position n >= 1: the jobs in higher
+    lanes count as ahead of it) or a worker already has it: a worker took it off its lane, or a
+    batch claimed it, before the worker marked the record. It is then shown as `processing` at
+    position 0, so `queued` always comes with a place in line and 0 always means a worker has it.
+    A finished task has no position.
     """
     if status == TaskStatus.QUEUED:
-        pos = job_queue.position(queue, task_id)
-        if pos is not None:
-            return status, pos
+        where = job_queue.place(lanes, task_id)
+        if where is not None:
+            return status, where.position, where
         status = TaskStatus.PROCESSING
-    return status, 0 if status == TaskStatus.PROCESSING else None
+    return status, 0 if status == TaskStatus.PROCESSING else None, None
 
 
 def queued_answer(
-    conn: redis.Redis, queue: Queue, task_id: str, audio_seconds: float | None
+    conn: redis.Redis, lanes: Lanes, task_id: str, audio_seconds: float | None
 ) -> Queued:
     """The submit/retry answer: where the job stands and how long it should take."""
-    status, pos = standing(queue, task_id, TaskStatus.QUEUED)
+    status, pos, where = standing(lanes, task_id, TaskStatus.QUEUED)
     workers = len(job_queue.ready_workers(conn))
+    ahead = where.ahead if where else {}
     return Queued(
         task_id=task_id,
         status=status,
         position=pos or 0,
-        estimated_wait=job_queue.estimated_wait(conn, pos or 1, workers, audio_seconds),
+        estimated_wait=job_queue.estimated_wait(conn, ahead, workers, audio_seconds),
+        priority=where.lane if where else None,
     )
 
 

@@ -8,12 +8,12 @@ from pathlib import PurePath
 
 import redis
 from anyio import to_thread
-from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from src.config import Settings
 from src.queue import job_queue
+from src.queue.job_queue import Lanes
 from src.records import task_store
 from src.results import history
 from src.service.errors import RecordingGone, RecordingNotFound, TaskNotFailed, TaskNotFound
@@ -24,29 +24,29 @@ from src.uploads import recordings
 from src.vocabulary import TaskStatus
 
 
-def view(conn: redis.Redis, queue: Queue, task_id: str) -> TaskView:
+def view(conn: redis.Redis, lanes: Lanes, task_id: str) -> TaskView:
     """The task's record, and its position (and wait) while it waits or runs (see `standing`)."""
     record = task_store.load(conn, task_id)
     if record is None:
         raise TaskNotFound(task_id=task_id)
-    status, position = standing(queue, task_id, record.status)
+    status, position, where = standing(lanes, task_id, record.status)
     if status != record.status:  # a worker has it and has not marked the record yet
         record = record.model_copy(update={"status": status})
-    wait = None
-    if status == TaskStatus.QUEUED and position:
-        workers = len(job_queue.ready_workers(conn))
-        wait = job_queue.estimated_wait(conn, position, workers, record.audio_duration)
-    return TaskView(record=record, position=position, estimated_wait=wait)
+    if where is None:
+        return TaskView(record=record, position=position)
+    workers = len(job_queue.ready_workers(conn))
+    wait = job_queue.estimated_wait(conn, where.ahead, workers, record.audio_duration)
+    return TaskView(record=record, position=position, estimated_wait=wait, lane=where.lane)
 
 
 async def view_settled(
-    hub: EventHub, conn: redis.Redis, queue: Queue, task_id: str, timeout_s: float
+    hub: EventHub, conn: redis.Redis, lanes: Lanes, task_id: str, timeout_s: float
 ) -> TaskView:
     """The long poll: the view once the task is done or failed, or after `timeout_s` as it is
     then. No thread and no Redis read while it waits; the hub wakes it on the task's events."""
 
     async def read() -> TaskView:
-        return await to_thread.run_sync(view, conn, queue, task_id)
+        return await to_thread.run_sync(view, conn, lanes, task_id)
 
     if timeout_s <= 0:
         return await read()
@@ -55,14 +55,14 @@ async def view_settled(
 
 
 async def follow(
-    hub: EventHub, conn: redis.Redis, queue: Queue, task_id: str
+    hub: EventHub, conn: redis.Redis, lanes: Lanes, task_id: str
 ) -> AsyncIterator[TaskView]:
     """The task's view now, then again each time it changes (its place in line included),
     ending with done or failed. Raises `TaskNotFound` if it is (or becomes) unknown."""
     with hub.watch(task_id, queue_moves=True) as watch:
         last: TaskView | None = None
         while True:
-            current = await to_thread.run_sync(view, conn, queue, task_id)
+            current = await to_thread.run_sync(view, conn, lanes, task_id)
             if current != last:
                 yield current
                 last = current
@@ -71,7 +71,7 @@ async def follow(
             await watch.wait(None)  # rung by the task's events or a queue move
 
 
-def retry(conn: redis.Redis, queue: Queue, settings: Settings, task_id: str) -> Queued:
+def retry(conn: redis.Redis, lanes: Lanes, settings: Settings, task_id: str) -> Queued:
     record = task_store.load(conn, task_id)
     if record is None:
         raise TaskNotFound(task_id=task_id)
@@ -96,9 +96,9 @@ def retry(conn: redis.Redis, queue: Queue, settings: Settings, task_id: str) -> 
         pipe.multi()
         task_store.save(pipe, fresh)  # no TTL while it waits again
         recordings.pin(pipe, record.file)
-        job_queue.enqueue_task(queue, task_id, settings, pipe)
+        job_queue.enqueue_task(lanes[record.priority], task_id, settings, pipe)
         pipe.execute()
-    return queued_answer(conn, queue, task_id, record.audio_duration)
+    return queued_answer(conn, lanes, task_id, record.audio_duration)
 
 
 def delete(conn: redis.Redis, settings: Settings, task_id: str) -> Deleted:

@@ -27,7 +27,6 @@ from src.config import Settings, get_settings
 from src.engine.interface import EngineError, EngineInput, EngineOutput, ProgressFn
 from src.media.audio import AudioError
 from src.queue import job_queue
-from src.queue.job_queue import get_queue
 from src.queue.recovery import mark_failed
 from src.records import task_store
 from src.records.task_store import TaskRecord, utcnow
@@ -95,12 +94,14 @@ def _batchable(record: TaskRecord, settings: Settings) -> bool:
 
 
 def claim_batch(conn: redis.Redis, ctx: WorkerContext, leader: TaskRecord) -> list[TaskRecord]:
-    """Take up to the engine's `max_batch` - 1 more short queued tasks off the queue."""
+    """Take up to the engine's `max_batch` - 1 more short queued tasks off the leader's lane
+    (batching never mixes lanes: a low job must not ride ahead in a high job's batch)."""
     settings = ctx.settings
     limit = ctx.engine.max_batch
     if limit <= 1 or not _batchable(leader, settings):
         return []
-    queue = get_queue(conn, settings)
+    running = get_current_job()
+    queue = job_queue.get_lanes(conn, settings).named(running.origin if running else "")
     # A fair share of what is queued, so one worker does not batch away the other workers' work.
     share = math.ceil(queue.count / max(1, Worker.count(connection=conn, queue=queue)))
     want = min(limit - 1, share)

@@ -33,7 +33,7 @@ from src.config import Settings, get_settings
 from src.engine.interface import Engine
 from src.logs import setup_logging
 from src.queue import job_queue
-from src.queue.job_queue import JOB_FUNC, get_queue
+from src.queue.job_queue import JOB_FUNC, get_lanes
 from src.queue.recovery import (
     Owner,
     note_redis_outage,
@@ -148,7 +148,7 @@ class Readiness(threading.Thread):
         self.conn = conn
         self.worker = worker
         self.engine = engine
-        self.queue = get_queue(conn, settings)
+        self.lanes = get_lanes(conn, settings)
         self.settings = settings
         self.stopped = threading.Event()
         self.started_at = datetime.now(UTC).isoformat()
@@ -173,13 +173,18 @@ class Readiness(threading.Thread):
         job_queue.publish_readiness(self.conn, self.worker.name, self.payload(), READINESS_TTL_S)
 
     def sweep(self) -> None:
-        """Requeue abandoned jobs; one worker at a time sweeps (a short Redis lock)."""
+        """Requeue abandoned jobs, promote jobs that waited long enough, count the backlog; one
+        worker at a time sweeps (a short Redis lock)."""
         if self.conn.set(SWEEP_LOCK_KEY, self.worker.name, nx=True, ex=READINESS_INTERVAL_S):
-            requeue_abandoned(self.conn, self.queue, self.settings)
-            job_queue.refresh_backlog(self.conn, self.queue)
+            for queue in self.lanes.ordered():
+                requeue_abandoned(self.conn, queue, self.settings)
+            promoted = job_queue.promote(self.conn, self.lanes, self.settings.lane_promote_seconds)
+            for task_id, lane in promoted:
+                logger.info(f"task={task_id} promoted to the {lane.value} lane after its wait")
+            job_queue.refresh_backlog(self.conn, self.lanes)
             for name in job_queue.claimers(self.conn):
                 if name != self.worker.name and not worker_alive(self.conn, name):
-                    return_claimed(self.conn, self.queue, name)
+                    return_claimed(self.conn, self.lanes, name)
 
     def run(self) -> None:
         unreachable = False
@@ -301,7 +306,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     waited = wait_for_redis(probe, name)
     probe.close()
     conn = worker_connection(settings)
-    worker = ASRWorker([get_queue(conn, settings)], connection=conn, context=context)
+    lanes = get_lanes(conn, settings)
+    worker = ASRWorker(lanes.ordered(), connection=conn, context=context)
     clear_stale_registration(conn, name)
     readiness = Readiness(api_connection(settings), worker, engine, settings)
     readiness.publish()
@@ -310,10 +316,12 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
         note_redis_outage(conn, time.time())
     # At once, not after the first beat: a restarted worker-N requeues the job its predecessor
     # died in (the one-worker box has nobody else to do it).
-    requeue_abandoned(conn, get_queue(conn, settings), settings)
-    return_claimed(conn, get_queue(conn, settings), name)  # left by this name's last process
-    if moved := job_queue.migrate_legacy_jobs(get_queue(conn, settings)):
-        logger.warning(f"{name} pointed {len(moved)} jobs of an earlier release at {JOB_FUNC}")
+    for queue in lanes.ordered():
+        requeue_abandoned(conn, queue, settings)
+    return_claimed(conn, lanes, name)  # left by this name's last process
+    for queue in lanes.ordered():
+        if moved := job_queue.migrate_legacy_jobs(queue):
+            logger.warning(f"{name} pointed {len(moved)} jobs of an earlier release at {JOB_FUNC}")
     readiness.start()
     try:
         worker.work(with_scheduler=False, logging_level=settings.log_level, burst=args.burst)

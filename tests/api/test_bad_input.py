@@ -67,10 +67,8 @@ SUPPORTED = {"wav", "mp3", "m4a", "flac", "ogg"}
 
 def deleted_without_trace(conn: redis.Redis, settings: Settings) -> None:
     """After a delete only counters remain: `submitted` still counts the upload, RQ still knows
-    the queue's name, and the queue's wake tokens (a 60 s signal to idle workers) may outlive
-    the job."""
-    allowed = ("asr:seq:", "asr:stats", "rq:queues", "rq:queue:asr-queue:wake")
-    assert_nothing_stored(conn, settings, allowed=allowed)
+    the queue's name."""
+    assert_nothing_stored(conn, settings, allowed=("asr:seq:", "asr:stats", "rq:queues"))
 
 
 def assert_clean_error(resp: httpx.Response, settings: Settings, redis_port: int) -> dict:

@@ -196,7 +196,11 @@ def test_health_is_503_while_no_worker_is_ready(client: TestClient):
 def test_queue_status_history_and_stats_shapes(client: TestClient):
     submit(client, SPEECH_WAV)
     status = client.get("/api/v1/asr/queue/status").json()
-    assert status == {"queued": 1, "processing": 0, "failed": 0, "workers": 0, "workers_busy": 0}
+    lanes = {"high": 0, "normal": 1, "low": 0}
+    assert status == {
+        **{"queued": 1, "processing": 0, "failed": 0, "workers": 0, "workers_busy": 0},
+        "lanes": lanes,
+    }
     assert client.get("/api/v1/asr/history").json() == {"total": 0, "records": []}
     stats = client.get("/api/v1/stats").json()
     assert stats["submitted"] == 1 and stats["recordings"] == 1

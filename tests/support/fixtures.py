@@ -33,7 +33,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def make_settings(port: int, storage: Path, **overrides: object) -> Settings:
     """Settings for a test's service. The result cache is off unless a test turns it on: the
     tests submit the same few samples again and again and mean the workers to transcribe each
-    (tests/api/test_result_cache.py is where it is on)."""
+    (tests/api/test_result_cache.py is where it is on). Every clip goes to the normal lane
+    unless a test turns the duration rule on (tests of lanes do): the tests read that queue."""
     values: dict[str, object] = {
         "redis_host": "127.0.0.1",
         "redis_port": port,
@@ -44,6 +45,8 @@ def make_settings(port: int, storage: Path, **overrides: object) -> Settings:
         "log_level": "DEBUG",
         "asr_hotwords_path": storage / "hotwords.txt",
         "result_cache_seconds": 0,
+        "lane_high_max_seconds": 0,
+        "lane_low_min_seconds": 1e9,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

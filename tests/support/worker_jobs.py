@@ -16,10 +16,11 @@ import redis
 from src.config import Settings
 from src.engine.interface import EngineError, EngineInfo, EngineInput, EngineOutput
 from src.queue import job_queue
-from src.queue.job_queue import get_queue
+from src.queue.job_queue import get_lanes
 from src.records import task_store
 from src.records.redis_client import worker_connection
 from src.records.task_store import TaskRecord
+from src.vocabulary import Priority
 from src.worker.context import WorkerContext
 from src.worker.process import ASRWorker
 
@@ -70,12 +71,12 @@ def queue_task(
         created_at=datetime.now(UTC) - timedelta(hours=1),  # submitted long ago: a retry
     )
     task_store.save(conn, record)
-    job_queue.enqueue_task(get_queue(conn, settings), task_id, settings)
+    job_queue.enqueue_task(get_lanes(conn, settings)[Priority.NORMAL], task_id, settings)
     return task_id
 
 
 def serve(settings: Settings, engine: CountingEngine) -> None:
     conn = worker_connection(settings)
     ctx = WorkerContext(settings=settings, engine=engine, name="metrics-worker")
-    worker = ASRWorker([get_queue(conn, settings)], connection=conn, context=ctx)
+    worker = ASRWorker(get_lanes(conn, settings).ordered(), connection=conn, context=ctx)
     worker.work(burst=True, with_scheduler=False)

@@ -18,13 +18,20 @@ from rq.registry import FailedJobRegistry
 
 from src.config import Settings
 from src.queue import job_queue
+from src.queue.job_queue import get_lanes
 from src.records import task_store
 from src.records.redis_client import BACKLOG_KEY, READY_WORKERS_KEY, worker_key
 from src.results import stats
+from src.vocabulary import Priority
 from tests.support.fixtures import make_settings
 from tests.support.records import new_task
 
 TASK_ID = "2026-11-29_001_" + "ab" * 12
+
+
+def behind(jobs: int) -> dict[Priority, int]:
+    """Jobs ahead of one, all in the normal lane."""
+    return {Priority.NORMAL: jobs}
 
 
 def test_claim_takes_only_queued_jobs_once_and_return_puts_them_back_in_order(
@@ -41,18 +48,18 @@ def test_claim_takes_only_queued_jobs_once_and_return_puts_them_back_in_order(
     assert job_queue.claimers(conn) == ["w1", "w2"]
 
     queue.fetch_job(ids[3]).delete()  # deleted while claimed: not returned
-    assert job_queue.return_claimed(conn, queue, "w1") == [ids[1]]
+    assert job_queue.return_claimed(conn, get_lanes(conn, settings), "w1") == [ids[1]]
     assert queue.get_job_ids() == [ids[1], ids[0], ids[4]]
     assert job_queue.claimed(conn, "w1") == [] and job_queue.claimers(conn) == ["w2"]
     # A claimed job already back in the queue is not pushed twice.
     queue.push_job_id(ids[2], at_front=True)
-    assert job_queue.return_claimed(conn, queue, "w2") == []
+    assert job_queue.return_claimed(conn, get_lanes(conn, settings), "w2") == []
     assert queue.get_job_ids().count(ids[2]) == 1
 
 
 def test_estimated_wait_follows_the_observed_throughput(conn: redis.Redis, settings: Settings):
     queue = job_queue.get_queue(conn, settings)
-    assert job_queue.estimated_wait(conn, 3, 1, 15.0) == 3 * job_queue.DEFAULT_JOB_SECONDS
+    assert job_queue.estimated_wait(conn, behind(2), 1, 15.0) == 3 * job_queue.DEFAULT_JOB_SECONDS
     # Recent history: one 300 s recording (5 s of worker time), then a batch of four 15 s voice
     # notes whose pass took 1.3 s (the first job carries it, the others only their bookkeeping).
     for busy, audio in ((5.0, 300.0), (1.0, 15.0), (0.1, 15.0), (0.1, 15.0), (0.1, 15.0)):
@@ -63,13 +70,19 @@ def test_estimated_wait_follows_the_observed_throughput(conn: redis.Redis, setti
     for n in range(1, 11):
         task_id = new_task(conn, settings, queue, n)
         task_store.update(conn, task_id, audio_duration=15.0)
-    assert job_queue.refresh_backlog(conn, queue) == {"jobs": 10, "audio_seconds": 150.0}
+    assert job_queue.refresh_backlog(conn, get_lanes(conn, settings))["normal"] == {
+        "jobs": 10,
+        "audio_seconds": 150.0,
+    }
     # The 10th note, 2 workers: 9 notes ahead + its own = 150 s of audio x 0.0175 / 2 = 1.3 s.
     # A mean per job (1.26 s, inflated by the long recording) would have said 10 x 1.26 / 2.
-    assert job_queue.estimated_wait(conn, 10, 2, 15.0) == 2
+    assert job_queue.estimated_wait(conn, behind(9), 2, 15.0) == 2
     # A recording whose length the upload check could not tell counts as the queue's mean.
     task_store.update(conn, new_task(conn, settings, queue, 11), audio_duration=None)
-    assert job_queue.refresh_backlog(conn, queue) == {"jobs": 11, "audio_seconds": 165.0}
+    assert job_queue.refresh_backlog(conn, get_lanes(conn, settings))["normal"] == {
+        "jobs": 11,
+        "audio_seconds": 165.0,
+    }
     # Only the most recent jobs count.
     for _ in range(stats.JOB_SECONDS_KEPT):
         stats.record_job(conn, 0.5, 10.0)
@@ -132,9 +145,9 @@ def test_names_not_seen_for_a_minute_leave_the_index(conn: redis.Redis):
 
 def test_before_any_job_finished_the_estimate_is_the_default_per_job(conn: redis.Redis):
     seconds = job_queue.DEFAULT_JOB_SECONDS
-    assert job_queue.estimated_wait(conn, 1, 1, None) == seconds
-    assert job_queue.estimated_wait(conn, 3, 2, 15.0) == math.ceil(3 * seconds / 2)
-    assert job_queue.estimated_wait(conn, 3, 0, None) == 3 * seconds  # no worker: as if one
+    assert job_queue.estimated_wait(conn, behind(0), 1, None) == seconds
+    assert job_queue.estimated_wait(conn, behind(2), 2, 15.0) == math.ceil(3 * seconds / 2)
+    assert job_queue.estimated_wait(conn, behind(2), 0, None) == 3 * seconds  # no worker: as if one
 
 
 def test_until_the_queue_is_counted_the_jobs_ahead_are_taken_to_be_like_this_one(
@@ -142,12 +155,12 @@ def test_until_the_queue_is_counted_the_jobs_ahead_are_taken_to_be_like_this_one
 ):
     stats.record_job(conn, 2.0, 20.0)  # 2 s per job, 0.1 s per second of audio
     # Two jobs ahead of a 30 s clip: 3 x 30 s of audio x 0.1 = 9 s.
-    assert job_queue.estimated_wait(conn, 3, 1, 30.0) == 9
+    assert job_queue.estimated_wait(conn, behind(2), 1, 30.0) == 9
     # A clip of unknown length: by jobs instead, 3 x 2 s.
-    assert job_queue.estimated_wait(conn, 3, 1, None) == 6
+    assert job_queue.estimated_wait(conn, behind(2), 1, None) == 6
     # Once counted, the queue's own mean is used for the jobs ahead: 2 x 5 s + 30 s of audio.
-    conn.set(BACKLOG_KEY, json.dumps({"jobs": 4, "audio_seconds": 20.0}))
-    assert job_queue.estimated_wait(conn, 3, 1, 30.0) == 4
+    conn.set(BACKLOG_KEY, json.dumps({"normal": {"jobs": 4, "audio_seconds": 20.0}}))
+    assert job_queue.estimated_wait(conn, behind(2), 1, 30.0) == 4
 
 
 # --- more of the same, found missing by mutation testing (report/MUTATION.md) ----------------
@@ -160,7 +173,7 @@ def test_the_queue_is_the_configured_one(conn: redis.Redis, storage: Path):
 
 
 def test_queue_status_counts_jobs_by_state_and_workers_by_activity(
-    conn: redis.Redis, settings: Settings
+    conn: redis.Redis, settings: Settings, storage: Path
 ):
     queue = job_queue.get_queue(conn, settings)
     ids = [new_task(conn, settings, queue, n) for n in (1, 2, 3, 4)]
@@ -174,12 +187,18 @@ def test_queue_status_counts_jobs_by_state_and_workers_by_activity(
         Worker([queue], connection=conn, name=name).register_birth()  # idle
     conn.lrem(queue.key, 1, ids[1])
     FailedJobRegistry(queue=queue).add(Job.fetch(ids[1], connection=conn), ttl=60)
-    assert job_queue.queue_status(conn, queue) == {
+    Worker(
+        [job_queue.get_queue(conn, make_settings(1, storage, rq_queue_name="other"))],
+        connection=conn,
+        name="elsewhere",
+    ).register_birth()  # another service's queue
+    assert job_queue.queue_status(conn, get_lanes(conn, settings)) == {
         "queued": 2,
         "processing": 1,
         "failed": 1,
         "workers": 3,
         "workers_busy": 1,
+        "lanes": {"high": 0, "normal": 2, "low": 0},
     }
 
 
@@ -218,21 +237,29 @@ def test_every_ready_worker_is_listed(conn: redis.Redis):
 
 def test_throughput_without_audio_lengths_is_taken_per_job(conn: redis.Redis):
     stats.record_job(conn, 4.0, 0.0)  # jobs whose audio length nobody knew
-    assert job_queue.estimated_wait(conn, 3, 1, 30.0) == 12  # 3 jobs x 4 s, not 0 s of audio
+    assert (
+        job_queue.estimated_wait(conn, behind(2), 1, 30.0) == 12
+    )  # 3 jobs x 4 s, not 0 s of audio
 
 
 def test_the_estimate_can_be_one_second_but_never_less(conn: redis.Redis):
     stats.record_job(conn, 0.01, 10.0)
-    assert job_queue.estimated_wait(conn, 1, 1, 1.0) == 1
+    assert job_queue.estimated_wait(conn, behind(0), 1, 1.0) == 1
 
 
 def test_an_empty_queue_has_an_empty_backlog_and_audio_is_kept_to_the_millisecond(
     conn: redis.Redis, settings: Settings
 ):
     queue = job_queue.get_queue(conn, settings)
-    assert job_queue.refresh_backlog(conn, queue) == {"jobs": 0, "audio_seconds": 0}
+    assert job_queue.refresh_backlog(conn, get_lanes(conn, settings))["normal"] == {
+        "jobs": 0,
+        "audio_seconds": 0,
+    }
     task_store.update(conn, new_task(conn, settings, queue, 1), audio_duration=1.23456)
-    assert job_queue.refresh_backlog(conn, queue)["audio_seconds"] == 1.235
+    assert (
+        job_queue.refresh_backlog(conn, get_lanes(conn, settings))["normal"]["audio_seconds"]
+        == 1.235
+    )
 
 
 def test_returning_a_batch_goes_on_past_jobs_it_leaves_alone(conn: redis.Redis, settings: Settings):
@@ -242,7 +269,7 @@ def test_returning_a_batch_goes_on_past_jobs_it_leaves_alone(conn: redis.Redis, 
     ids = [new_task(conn, settings, queue, n) for n in (1, 2, 3, 4)]
     assert job_queue.claim(conn, queue, "worker-1", ids[:3]) == ids[:3]
     queue.push_job_id(ids[2], at_front=True)  # the newest claim is back in the queue already
-    assert job_queue.return_claimed(conn, queue, "worker-1") == ids[:2]
+    assert job_queue.return_claimed(conn, get_lanes(conn, settings), "worker-1") == ids[:2]
     assert queue.get_job_ids() == [*ids[:3], ids[3]]
     assert job_queue.claimers(conn) == []
 
@@ -251,7 +278,7 @@ def test_returning_a_batch_goes_on_past_jobs_it_leaves_alone(conn: redis.Redis, 
     job = Job.fetch(ids[1], connection=conn)
     started.prepare_execution(job)
     started.prepare_job_execution(job)  # the newest claim started: the sweep's, not ours
-    assert job_queue.return_claimed(conn, queue, "worker-2") == [ids[0]]
+    assert job_queue.return_claimed(conn, get_lanes(conn, settings), "worker-2") == [ids[0]]
 
 
 def test_every_job_on_the_queue_gets_the_worker_timeout(conn: redis.Redis, storage: Path):

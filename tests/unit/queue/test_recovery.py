@@ -221,7 +221,7 @@ def test_a_stopped_workers_unstarted_batch_goes_back_as_queued(
     assert job_queue.claim(conn, queue, "worker-1", ids[:2]) == ids[:2]
     for task_id in ids[:2]:
         task_store.update(conn, task_id, status=TaskStatus.PROCESSING, stage="decode", progress=5)
-    assert recovery.return_claimed(conn, queue, "worker-1") == ids[:2]
+    assert recovery.return_claimed(conn, job_queue.get_lanes(conn, settings), "worker-1") == ids[:2]
     assert queue.get_job_ids() == ids
     for task_id in ids[:2]:
         record = task_store.load(conn, task_id)
@@ -231,7 +231,7 @@ def test_a_stopped_workers_unstarted_batch_goes_back_as_queued(
             Stage.REQUEUED,
             0,
         )
-    assert recovery.return_claimed(conn, queue, "worker-1") == []
+    assert recovery.return_claimed(conn, job_queue.get_lanes(conn, settings), "worker-1") == []
 
 
 # A worker process that takes one job off the queue the way ASRWorker does, says so, and waits

@@ -19,10 +19,11 @@ from src.queue import job_queue
 from src.queue.job_queue import get_queue
 from src.results import metrics, stats
 from src.service import monitoring
-from src.service.monitoring import DEFAULT_LANE
 from tests.support.processes import RedisServer
 from tests.support.prometheus import Scrape
 from tests.support.records import new_task
+
+DEFAULT_LANE = "normal"
 
 
 class RoundTrips(redis.connection.Connection):

@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from src.config import Settings
-from src.queue.job_queue import get_queue
+from src.queue.job_queue import get_lanes, get_queue
 from src.records import task_store
 from src.service.errors import InvalidAudio, UnsupportedLanguage
 from src.service.models import SubmitRequest
@@ -46,7 +46,7 @@ def test_an_accepted_upload_is_stored_recorded_and_queued(
     conn: redis.Redis, settings: Settings
 ) -> None:
     queue = get_queue(conn, settings)
-    answer = submit(conn, queue, settings, request(SPEECH_WAV.read_bytes()))
+    answer = submit(conn, get_lanes(conn, settings), settings, request(SPEECH_WAV.read_bytes()))
 
     assert answer.position == 1 and answer.status.value == "queued"
     assert answer.size == SPEECH_WAV.stat().st_size and answer.filename == "note.wav"
@@ -60,10 +60,11 @@ def test_an_accepted_upload_is_stored_recorded_and_queued(
 
 def test_refusals_leave_no_file_task_or_job(conn: redis.Redis, settings: Settings) -> None:
     queue = get_queue(conn, settings)
+    lanes = get_lanes(conn, settings)
     with pytest.raises(UnsupportedLanguage):
-        submit(conn, queue, settings, request(SPEECH_WAV.read_bytes(), language="xx"))
+        submit(conn, lanes, settings, request(SPEECH_WAV.read_bytes(), language="xx"))
     with pytest.raises(InvalidAudio):
-        submit(conn, queue, settings, request(b"not audio at all" * 100))
+        submit(conn, lanes, settings, request(b"not audio at all" * 100))
     assert queue.job_ids == []
     assert list(settings.recordings_dir.iterdir()) == []
     assert not [k for k in conn.scan_iter("asr:task:*")]

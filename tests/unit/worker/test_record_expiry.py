@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from rq import Queue
 
 from src.config import Settings
-from src.queue.job_queue import get_queue
+from src.queue.job_queue import get_lanes
 from src.records import task_store
 from src.records.redis_client import task_key
 from src.records.task_store import TaskStatus
@@ -48,6 +47,5 @@ def test_a_finished_record_expires_and_a_retried_one_does_not_while_it_waits(
         assert record is not None and record.status == status
         assert_expires_after_the_task(conn, settings_ttl, task_id)
 
-    queue: Queue = get_queue(conn, settings_ttl)
-    tasks.retry(conn, queue, settings_ttl, failed)
+    tasks.retry(conn, get_lanes(conn, settings_ttl), settings_ttl, failed)
     assert conn.ttl(task_key(failed)) == -1  # queued again: it must outlive any wait
