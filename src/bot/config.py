@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Telegram's own limits: a bot may download files up to 20 MB with getFile, and a message holds
@@ -50,6 +50,19 @@ class BotSettings(BaseSettings):
     # The Bot API server: Telegram's, a self-hosted telegram-bot-api, or a test's fake one.
     api_base_url: str = "https://api.telegram.org/bot"
     api_file_url: str = "https://api.telegram.org/file/bot"
+
+    @field_validator("service_api_key", "webhook_secret", "webhook_url", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        """`KEY=` in .env means unset."""
+        return None if value == "" else value
+
+    @field_validator("token")
+    @classmethod
+    def _token_given(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("BOT_TOKEN is empty: set the token @BotFather gave the bot")
+        return value
 
     @model_validator(mode="after")
     def _webhook_needs_url(self) -> BotSettings:
