@@ -199,17 +199,31 @@ class TranscriptionBot:
                 do_quote=True,
             )
             return
-        reply = await message.reply_text("📥 Received, downloading…", do_quote=True)
-        status = StatusMessage(reply, state.throttle)
+        # The slot is taken before the download: updates are handled concurrently, and two
+        # recordings sent together must not both pass the check above.
+        slot = f"update:{update.update_id}"
+        state.active.add(slot)
         try:
-            audio = bytes(
-                await (await context.bot.get_file(recording.file_id)).download_as_bytearray()
-            )
+            reply = await message.reply_text("📥 Received, downloading…", do_quote=True)
+            status = StatusMessage(reply, state.throttle)
+            task = await self._submit(context, state, status, recording)
+        finally:
+            state.active.discard(slot)
+        if task is not None:
+            self._start_following(context, state, status, task, update)
+
+    async def _submit(
+        self, context: Context, state: ChatState, status: StatusMessage, recording: Recording
+    ) -> Task | None:
+        """Download the file and submit it; None when either refused (the status says why)."""
+        try:
+            telegram_file = await context.bot.get_file(recording.file_id)
+            audio = bytes(await telegram_file.download_as_bytearray())
         except BadRequest as exc:  # e.g. "File is too big" where the update had no size
             await status.show(f"Telegram would not hand the file over: {exc.message}", final=True)
-            return
+            return None
         try:
-            task = await self.asr.submit(
+            return await self.asr.submit(
                 audio,
                 filename=recording.filename,
                 language=self.settings.language,
@@ -220,8 +234,7 @@ class TranscriptionBot:
             )
         except ASRError as exc:
             await status.show(f"The service refused the recording: {exc.error}", final=True)
-            return
-        self._start_following(context, state, status, task, update)
+            return None
 
     async def on_retry(self, update: Update, context: Context) -> None:
         """The failure reply's "Retry" button: the service runs the task again and the failure
@@ -241,7 +254,8 @@ class TranscriptionBot:
             return
         await query.answer("Trying again")
         if not isinstance(query.message, Message):  # too old for Telegram to hand over
-            reply = await context.bot.send_message(query.from_user.id, "🔁 Retrying…")
+            chat_id = update.effective_chat.id if update.effective_chat else query.from_user.id
+            reply = await context.bot.send_message(chat_id, "🔁 Retrying…")
         else:
             reply = query.message
         self._start_following(context, state, StatusMessage(reply, state.throttle), task, update)
@@ -326,6 +340,8 @@ def build_application(settings: BotSettings) -> Application[Any, Any, Any, Any, 
         .base_file_url(settings.api_file_url)
         .context_types(ContextTypes(chat_data=ChatState))
         .post_shutdown(close_client)
+        # One chat's 20 MB download or slow submit does not hold up the others.
+        .concurrent_updates(True)
         .build()
     )
     bot.register(app)
