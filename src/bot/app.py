@@ -88,40 +88,65 @@ def too_big_text(size: int) -> str:
     )
 
 
-# Replies quote what they answer (PTB quotes only in groups by default): in a private chat with
-# several recordings in flight, the quote says which one a status or a transcript is about.
 class StatusMessage:
-    """The bot's message that shows where a task stands, edited in place as it moves on; its
-    chat's throttle spaces the edits out. A state that comes too soon after the last edit is
-    skipped (the next one says more); a final one waits its turn."""
+    """The bot's message that shows where a task stands, edited in place as it moves on. Edits
+    in one chat go one at a time, spaced by the chat's throttle. A state that comes too soon is
+    held and shown when the chat's turn comes, unless a newer one replaces it first; the final
+    state waits its turn and nothing older is shown after it."""
 
     def __init__(self, message: Message, throttle: EditThrottle) -> None:
         self.message = message
         self.text = message.text or ""
         self.throttle = throttle
+        self.settled = False
+        self._pending: str | None = None
+        self._flusher: asyncio.Task[None] | None = None
 
     async def show(
         self, text: str, *, final: bool = False, markup: InlineKeyboardMarkup | None = None
     ) -> None:
-        if text == self.text and markup is None:
-            return
-        wait = self.throttle.wait_s()
-        if wait and not final:
-            return
-        await asyncio.sleep(wait)
-        try:
-            await self.message.edit_text(text, reply_markup=markup)
-        except RetryAfter as exc:
-            if not final:
+        if final:
+            self._pending = None
+            await self._edit(text, markup, final=True)
+        elif self.throttle.wait_s():
+            self._pending = text
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(self._flush())
+        else:
+            await self._edit(text, None)
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(self.throttle.wait_s())
+        text, self._pending = self._pending, None
+        if text is not None:
+            try:
+                await self._edit(text, None)
+            except TelegramError:  # a progress line is not worth failing for
+                log.warning("could not show %r", text, exc_info=True)
+
+    async def _edit(
+        self, text: str, markup: InlineKeyboardMarkup | None, *, final: bool = False
+    ) -> None:
+        async with self.throttle.lock:
+            if self.settled or (text == self.text and markup is None):
                 return
-            delay = exc.retry_after
-            await asyncio.sleep(delay if isinstance(delay, int | float) else delay.total_seconds())
-            await self.message.edit_text(text, reply_markup=markup)
-        except BadRequest as exc:
-            if "not modified" not in exc.message.lower():
-                raise
-        self.throttle.mark()
-        self.text = text
+            await asyncio.sleep(self.throttle.wait_s())
+            self.settled = final
+            try:
+                await self.message.edit_text(text, reply_markup=markup)
+            except RetryAfter as exc:  # Telegram's 429: wait as long as it says
+                if not final:
+                    return
+                delay = exc.retry_after
+                seconds = delay if isinstance(delay, int | float) else delay.total_seconds()
+                await asyncio.sleep(seconds)
+                await self.message.edit_text(text, reply_markup=markup)
+            except BadRequest as exc:
+                if "not modified" not in exc.message.lower():
+                    raise
+            finally:
+                self.throttle.mark()
+            self.text = text
 
 
 class TranscriptionBot:
@@ -204,6 +229,8 @@ class TranscriptionBot:
         slot = f"update:{update.update_id}"
         state.active.add(slot)
         try:
+            # Replies quote what they answer (PTB quotes only in groups by default): with
+            # several recordings in flight, the quote says which one a reply is about.
             reply = await message.reply_text("📥 Received, downloading…", do_quote=True)
             status = StatusMessage(reply, state.throttle)
             task = await self._submit(context, state, status, recording)
@@ -263,6 +290,9 @@ class TranscriptionBot:
     def _start_following(
         self, context: Context, state: ChatState, status: StatusMessage, task: Task, update: Update
     ) -> None:
+        log.info(
+            "chat %s: following task %s (%s)", status.message.chat_id, task.task_id, task.status
+        )
         state.active.add(task.task_id)
         context.application.create_task(
             self._follow(state, status, task), update=update, name=f"follow {task.task_id}"
@@ -297,6 +327,7 @@ class TranscriptionBot:
         return last
 
     async def _finish(self, status: StatusMessage, task: Task) -> None:
+        log.info("chat %s: task %s %s", status.message.chat_id, task.task_id, task.status)
         if task.status == "done":
             await status.show(status_line(task), final=True)
             for part in transcript_parts(task):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ class EditThrottle:
     interval_s: float = 2.0
     clock: Callable[[], float] = time.monotonic
     last: float | None = None
+    # Held while an edit is made: the chat's status messages edit one at a time.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def wait_s(self) -> float:
         """Seconds before the next edit is allowed (0: now)."""

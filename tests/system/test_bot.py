@@ -186,7 +186,7 @@ def test_a_voice_note_is_transcribed_with_throttled_status_edits(
     assert " success " in newest_line and text[:20] in newest_line
 
 
-def test_a_forwarded_duplicate_is_answered_from_the_first_task(stack: Stack):
+def test_a_forwarded_duplicate_is_answered_from_the_first_task(stack: Stack, record_property: Any):
     """The same file (one file_unique_id) forwarded into another chat: the bot sends the
     Idempotency-Key of the file, so the service answers with the task it already has."""
     first, second = Chat(stack.fake, 21), Chat(stack.fake, 22)
@@ -209,16 +209,20 @@ def test_a_forwarded_duplicate_is_answered_from_the_first_task(stack: Stack):
     final = second.final(status2, timeout=30)
     assert transcript_of(second, status2) == [text]
     elapsed = time.monotonic() - started
+    record_property("duplicate_to_transcript_s", round(elapsed, 3))
     assert len(stack.history()) == tasks  # no second task: nothing was queued or transcribed
     assert [c.params["text"] for c in second.edits()] == [final.params["text"]]  # never queued
     assert elapsed < 5, elapsed
 
 
-def test_a_long_transcript_comes_in_parts_and_the_chat_limit_holds(stack: Stack, tmp_path: Path):
+def test_a_long_transcript_comes_in_parts_and_the_chat_limit_holds(
+    stack: Stack, tmp_path: Path, record_property: Any
+):
     chat = Chat(stack.fake, 13)
     clip = make_long(SPEECH_WAV, tmp_path, seconds=700, fmt="ogg_opus").read_bytes()
     stack.fake.add_file("long-1", clip, "documents/long.ogg")
     doc = {"file_id": "long-1", "file_unique_id": "ulong1", "file_size": len(clip)}
+    sent_at = time.monotonic()
     message = chat.send(document={**doc, "file_name": "lecture.ogg", "mime_type": "audio/ogg"})
     status = chat.status_of(message)
 
@@ -230,6 +234,8 @@ def test_a_long_transcript_comes_in_parts_and_the_chat_limit_holds(stack: Stack,
 
     chat.final(status, timeout=300)
     parts = transcript_of(chat, status, parts=2)
+    record_property("long_700s_to_transcript_s", round(time.monotonic() - sent_at, 3))
+    record_property("long_transcript_parts", len(parts))
     done = stack.latest()
     assert done.text and len(done.text) > 4096 and len(parts) >= 2
     assert all(0 < len(p) <= 4096 for p in parts)
