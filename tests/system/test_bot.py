@@ -171,6 +171,10 @@ def test_a_voice_note_is_transcribed_with_throttled_status_edits(
     assert len(stack.history()) == before + 1
     newest = stack.latest()
     assert newest.status == "done" and text == newest.text and text  # the service's transcript
+    raw = httpx.get(
+        f"{stack.api.url}/api/v1/asr/result/{newest.task_id}", headers={"X-API-Key": KEY}
+    )
+    assert {"张三", "李四"} <= set(raw.json()["hotwords"])  # the chat's /hotwords went with it
     assert final.params["text"].startswith("✅ Done")
     edits = chat.edits(status.result["message_id"])
     shown = [c.params["text"] for c in edits]
