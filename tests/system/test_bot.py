@@ -6,6 +6,7 @@ the tiny FunASR models, a private Redis."""
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -236,11 +237,30 @@ def test_a_long_transcript_comes_in_parts_and_the_chat_limit_holds(
     refusal = chat.status_of(extra)
     assert "limit is 1" in refusal.params["text"]
 
+    # Another chat's voice note waits behind it (one worker): its status says where and how long.
+    mine = status.result["message_id"]
+    chat.fake.wait(
+        lambda: any(c.params["text"].startswith("⚙️") for c in chat.edits(mine)), 60, "processing"
+    )
+    behind = Chat(stack.fake, 17)
+    waiting = behind.status_of(
+        behind.send(voice=voice(stack.fake, "voice-17", "uv17", SPEECH_OGG.read_bytes()))
+    )
+
     chat.final(status, timeout=300)
     parts = transcript_of(chat, status, parts=2)
     record_property("long_700s_to_transcript_s", round(time.monotonic() - sent_at, 3))
     record_property("long_transcript_parts", len(parts))
-    done = stack.latest()
+    shown = [c.params["text"] for c in chat.edits(mine)]
+    record_property("long_status_edits", " | ".join(shown))
+    assert any(re.fullmatch(r"⚙️ Processing… \d+% \(\w+\)", t) for t in shown), shown
+    behind.final(waiting)
+    queued = [c.params["text"] for c in behind.edits()]
+    record_property("queued_status_edits", " | ".join(queued))
+    assert re.fullmatch(r"⏳ Queued #1, about \d+ s", queued[0]), queued
+    with ASRClient(stack.api.url, api_key=KEY) as asr:
+        [lecture] = [item for item in asr.history(100) if item.filename == "lecture.ogg"]
+        done = asr.result(lecture.task_id)
     assert done.text and len(done.text) > 4096 and len(parts) >= 2
     assert all(0 < len(p) <= 4096 for p in parts)
     assert "".join(parts) == done.text
