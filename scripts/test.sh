@@ -33,7 +33,7 @@ if ! command -v uv >/dev/null 2>&1; then
   export PATH="$HOME/.local/bin:$PATH"
 fi
 
-uv sync --frozen --extra engine --quiet
+uv sync --frozen --extra engine --extra bot --quiet
 uv run --frozen --no-sync ruff check .
 uv run --frozen --no-sync ruff format --check .  # code and the README's Python snippets
 uv run --frozen --no-sync lint-imports  # the import layers in pyproject.toml [tool.importlinter]

@@ -47,6 +47,20 @@ def wait_for(
     raise TimeoutError(f"timed out after {timeout}s waiting for {what or check}")
 
 
+def spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """`python ARGS` from the repository root in its own process group, output to `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 class RedisServer:
     """A redis-server of our own on a free port, data in `directory`."""
 
@@ -163,17 +177,7 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "src.worker", "--name", self.name],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        self.proc = spawn(["-m", "src.worker", "--name", self.name], self.env, self.log_path)
         return self
 
     def wait_ready(self, conn: redis.Redis, timeout: float = 180) -> dict:
@@ -281,5 +285,38 @@ class ApiProcess:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+class BotProcess:
+    """`python -m src.bot` (what scripts/bot.sh runs) as a real process, configured by BOT_*
+    variables alone."""
+
+    def __init__(self, settings: dict[str, str], log_path: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BOT_")}
+        self.env = {**env, **settings, "PYTHONUNBUFFERED": "1"}
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> BotProcess:
+        self.proc = spawn(["-m", "src.bot"], self.env, self.log_path)
+        return self
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError(f"the bot exited: {self.output()[-3000:]}")
+        return True
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
         self.proc = None
