@@ -315,6 +315,8 @@ def mark_failed(
     if failed is not None:
         history.record(conn, settings.history_file, failed, settings.max_history_records)
         recordings.unpin(conn, failed.file)
+        if failed.callback_url is not None:
+            job_queue.enqueue_callback(conn, settings, task_id)
     waited = metrics.elapsed(enqueued_at, failed.started_at) if failed else None
     with conn.pipeline(transaction=False) as pipe:
         stats.record_failed(pipe)

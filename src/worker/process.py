@@ -87,6 +87,8 @@ class ASRWorker(SimpleWorker):
         began = time.monotonic()
         try:
             super().execute_job(job, queue)
+            if job.func_name != JOB_FUNC:  # a callback delivery: no audio, no throughput
+                return
             began = self._record_busy(began, job.id)
             for job_id in job_queue.claimed(self.connection, self.name):
                 try:
@@ -182,6 +184,7 @@ class Readiness(threading.Thread):
             for task_id, lane in promoted:
                 logger.info(f"task={task_id} promoted to the {lane.value} lane after its wait")
             job_queue.refresh_backlog(self.conn, self.lanes)
+            job_queue.release_due_callbacks(self.conn, self.settings)
             for name in job_queue.claimers(self.conn):
                 if name != self.worker.name and not worker_alive(self.conn, name):
                     return_claimed(self.conn, self.lanes, name)
@@ -307,7 +310,9 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     probe.close()
     conn = worker_connection(settings)
     lanes = get_lanes(conn, settings)
-    worker = ASRWorker(lanes.ordered(), connection=conn, context=context)
+    # By priority: RQ takes the first non-empty queue, so deliveries wait for transcriptions
+    queues = [*lanes.ordered(), job_queue.callback_queue(conn, settings)]
+    worker = ASRWorker(queues, connection=conn, context=context)
     clear_stale_registration(conn, name)
     readiness = Readiness(api_connection(settings), worker, engine, settings)
     readiness.publish()
