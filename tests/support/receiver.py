@@ -26,7 +26,7 @@ class Receiver:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
                 status = outer.statuses.pop(0) if outer.statuses else 200
@@ -38,7 +38,7 @@ class Receiver:
                     outer.requests.append(Received(self.path, headers, body))
                     outer.arrived.notify_all()
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 """Quiet: the test reads `requests`, not stderr."""
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
