@@ -301,6 +301,13 @@ def callback_queue(conn: redis.Redis, settings: Settings) -> ServiceQueue:
     return ServiceQueue(f"{settings.rq_queue_name}:callbacks", connection=conn, default_timeout=60)
 
 
+def worker_queues(conn: redis.Redis, settings: Settings) -> list[ServiceQueue]:
+    """The queues a worker listens on, by priority: its dequeue takes the first non-empty one,
+    so the lanes go high to low and deliveries wait for every transcription. The abandoned-job
+    sweep walks each of them."""
+    return [*get_lanes(conn, settings).ordered(), callback_queue(conn, settings)]
+
+
 def enqueue_callback(
     conn: redis.Redis, settings: Settings, task_id: str, pipeline: Pipeline | None = None
 ) -> Job:

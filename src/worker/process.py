@@ -38,7 +38,7 @@ from src.queue.recovery import (
     Owner,
     note_redis_outage,
     pid_alive,
-    requeue_abandoned,
+    requeue_everywhere,
     return_claimed,
     worker_alive,
 )
@@ -178,8 +178,7 @@ class Readiness(threading.Thread):
         """Requeue abandoned jobs, promote jobs that waited long enough, count the backlog; one
         worker at a time sweeps (a short Redis lock)."""
         if self.conn.set(SWEEP_LOCK_KEY, self.worker.name, nx=True, ex=READINESS_INTERVAL_S):
-            for queue in self.lanes.ordered():
-                requeue_abandoned(self.conn, queue, self.settings)
+            requeue_everywhere(self.conn, self.settings)
             promoted = job_queue.promote(self.conn, self.lanes, self.settings.lane_promote_seconds)
             for task_id, lane in promoted:
                 logger.info(f"task={task_id} promoted to the {lane.value} lane after its wait")
@@ -310,9 +309,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     probe.close()
     conn = worker_connection(settings)
     lanes = get_lanes(conn, settings)
-    # By priority: RQ takes the first non-empty queue, so deliveries wait for transcriptions
-    queues = [*lanes.ordered(), job_queue.callback_queue(conn, settings)]
-    worker = ASRWorker(queues, connection=conn, context=context)
+    worker = ASRWorker(job_queue.worker_queues(conn, settings), connection=conn, context=context)
     clear_stale_registration(conn, name)
     readiness = Readiness(api_connection(settings), worker, engine, settings)
     readiness.publish()
@@ -321,8 +318,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
         note_redis_outage(conn, time.time())
     # At once, not after the first beat: a restarted worker-N requeues the job its predecessor
     # died in (the one-worker box has nobody else to do it).
-    for queue in lanes.ordered():
-        requeue_abandoned(conn, queue, settings)
+    requeue_everywhere(conn, settings)
     return_claimed(conn, lanes, name)  # left by this name's last process
     for queue in lanes.ordered():
         if moved := job_queue.migrate_legacy_jobs(queue):
