@@ -90,7 +90,7 @@ def submit(
         key = dedup.fingerprint(settings, stored.sha256, request.language, request.hotwords)
         claim = None
         if request.idempotency_key is not None and settings.idempotency_seconds:
-            identity = dedup.request_fingerprint(key, request.batch_size)
+            identity = dedup.request_fingerprint(key, request.batch_size, request.callback_url)
             claim = dedup.claim_for(settings, request.idempotency_key, identity)
         record = _new_record(conn, settings, request, stored, task_id, now, key)
     except BaseException:
