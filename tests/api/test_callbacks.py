@@ -20,7 +20,7 @@ from src.api.main import create_app
 from src.config import Settings
 from src.engine.interface import EngineError, EngineInput, EngineOutput
 from src.queue import job_queue
-from src.queue.job_queue import callback_queue, get_queue
+from src.queue.job_queue import callback_queue, worker_queues
 from src.records import task_store
 from src.worker.context import WorkerContext
 from src.worker.process import ASRWorker, worker_connection
@@ -68,7 +68,7 @@ def serve(settings: Settings, engine: CountingEngine | None = None) -> None:
     conn = worker_connection(settings)
     engine = engine or CountingEngine(max_batch=1)
     ctx = WorkerContext(settings=settings, engine=engine, name="hook-worker")
-    queues = [get_queue(conn, settings), callback_queue(conn, settings)]
+    queues = worker_queues(conn, settings)
     ASRWorker(queues, connection=conn, context=ctx).work(burst=True, with_scheduler=False)
 
 
