@@ -51,6 +51,7 @@ from src.records.redis_client import (
     worker_connection,
 )
 from src.results import stats
+from src.service.callbacks import DeliveryFailed
 from src.worker.context import WorkerContext, bound
 from src.worker.startup import StartBeacon, load_when_possible
 
@@ -75,6 +76,13 @@ class ASRWorker(SimpleWorker):
         self.context = context
         self.owner = Owner(name=self.name)
         self.queue_class = job_queue.ServiceQueue.held_by(self.owner.to_json())
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """A failed delivery is logged by its job in one line (`callback failed: ...`); RQ's
+        traceback of it would add a dozen lines to every attempt and nothing else."""
+        if len(exc_info) > 1 and isinstance(exc_info[1], DeliveryFailed) and not self._exc_handlers:
+            return
+        super().handle_exception(job, *exc_info)
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         """RQ's work loop with this worker's context bound, for its jobs and failure callbacks."""
