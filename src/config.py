@@ -110,6 +110,17 @@ class Settings(BaseSettings):
     result_cache_seconds: int = Field(86400, ge=0)
     idempotency_seconds: int = Field(86400, ge=0)
 
+    # Completion webhook (src/service/callbacks.py). Submit's `callback_url` is accepted only
+    # with CALLBACK_SECRET set: every POST is signed with it (HMAC-SHA256). The SSRF guard refuses
+    # link-local, metadata, multicast and unspecified addresses always, private ranges unless
+    # CALLBACK_ALLOW_PRIVATE, loopback when CALLBACK_ALLOW_LOOPBACK is false. A failed delivery
+    # is tried again after each of CALLBACK_RETRY_INTERVALS seconds in turn, then given up.
+    callback_secret: SecretStr | None = None
+    callback_allow_private: bool = False
+    callback_allow_loopback: bool = True
+    callback_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    callback_retry_intervals: list[PositiveInt] = [10, 30, 90, 270, 810]
+
     # HTTP.
     api_host: str = "0.0.0.0"
     api_port: int = Field(8000, ge=1, le=65535)
@@ -160,7 +171,7 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "callback_secret", mode="before")
     @classmethod
     def _empty_key_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -33,6 +33,8 @@ SERVICE_ERROR_STATUS: dict[type[ServiceError], int] = {
     domain.UploadTooLarge: 413,
     domain.AudioTooLong: 413,
     domain.UnsupportedLanguage: 422,
+    domain.CallbacksNotConfigured: 422,
+    domain.CallbackRefused: 422,
     domain.StorageFull: 507,
     # The synchronous face (/v1/audio/transcriptions): the task failed, or outlasted the wait.
     domain.TranscriptionFailed: 500,

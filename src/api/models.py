@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from src.records.task_store import CallbackAttempt
 from src.results.history import HistoryEntry
 from src.service.models import Deleted, Health, Queued, QueueFigures, ServiceStats, TaskView
 from src.vocabulary import HistoryStatus, Priority, Sentence, Stage, TaskStatus
@@ -129,6 +130,11 @@ class TaskResult(BaseModel):
         description="true: done at submit with the transcript of an earlier task for the same "
         "audio, language, hotwords and model (the result cache); no worker ran it",
     )
+    callback_attempts: list[CallbackAttempt] | None = Field(
+        None,
+        description="the completion webhook's delivery attempts, newest last (only with a "
+        "`callback_url`)",
+    )
 
     @classmethod
     def of(cls, view: TaskView, audio_url: str, retry_url: str) -> TaskResult:
@@ -148,6 +154,8 @@ class TaskResult(BaseModel):
             priority=view.lane or record.priority,
             cached=record.cached,
         )
+        if record.callback_url is not None:
+            body.callback_attempts = record.callback_attempts
         if record.status == TaskStatus.PROCESSING:
             body.started_at = record.started_at
         elif record.status == TaskStatus.DONE:

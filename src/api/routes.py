@@ -53,7 +53,7 @@ E = ErrorResponse
 # is CPU-bound.
 SUBMIT_THREADS = 4
 # The submit form's fields; each may be sent once (FastAPI alone would keep the last silently).
-SUBMIT_FIELDS = ("audio", "language", "batch_size", "hotwords", "priority")
+SUBMIT_FIELDS = ("audio", "language", "batch_size", "hotwords", "priority", "callback_url")
 # The longest long poll: under common proxies' 60-100 s idle timeouts.
 MAX_WAIT_S = 60.0
 # An Idempotency-Key: 1-255 visible ASCII characters (no spaces, no control characters).
@@ -94,7 +94,12 @@ def url(conn: HTTPConnection, route: str, task_id: str) -> str:
         "**Idempotency.** Send an `Idempotency-Key` header to make a resend safe: within "
         "`IDEMPOTENCY_SECONDS` the same key returns the task its first request created (header "
         "`Idempotent-Replayed: true`), however often the body is sent again. The same key with "
-        "another file or other options is a 409."
+        "another file or other options is a 409.\n\n"
+        "**Completion webhook.** With `callback_url` (and `CALLBACK_SECRET` configured) the "
+        "final result (done or failed) is POSTed there as JSON, signed: `X-ASR-Signature: "
+        "sha256=<hex>` is HMAC-SHA256 over `<X-ASR-Timestamp>.<body>`. Failed deliveries are "
+        "retried with exponential back-off (`CALLBACK_RETRY_INTERVALS`); each attempt is listed "
+        "in the task's `callback_attempts`."
     ),
     responses={
         200: {
@@ -116,7 +121,8 @@ def url(conn: HTTPConnection, route: str, task_id: str) -> str:
         413: {"model": E, "description": "Upload or audio duration over the limit"},
         422: {
             "model": E,
-            "description": f"Invalid fields, a field sent twice or over {MAX_HOTWORDS} hotwords",
+            "description": f"Invalid fields, a field sent twice, over {MAX_HOTWORDS} hotwords, "
+            "or a `callback_url` refused (callbacks not configured, or the SSRF guard)",
         },
         507: {"model": E, "description": "The server's disk is full"},
         **UNAVAILABLE,
@@ -153,6 +159,17 @@ async def submit(
             "it waits, so none starves"
         ),
     ] = None,
+    callback_url: Annotated[
+        str | None,
+        Form(
+            max_length=2048,
+            description="http(s) URL to POST the final result to when the task is done or "
+            "failed, signed with CALLBACK_SECRET (422 when unset). SSRF guard: link-local, "
+            "metadata, multicast and unspecified addresses are refused, private ranges unless "
+            "CALLBACK_ALLOW_PRIVATE, loopback only while CALLBACK_ALLOW_LOOPBACK (the default)",
+            examples=["http://127.0.0.1:8081/asr-done"],
+        ),
+    ] = None,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -179,6 +196,7 @@ async def submit(
         hotwords=wanted,
         idempotency_key=idempotency_key,
         priority=priority,
+        callback_url=callback_url or None,
     )
     submitted = await to_thread.run_sync(
         submit_upload, conn, lanes, settings, upload, limiter=request.app.state.submit_limiter

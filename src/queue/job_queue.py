@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -16,10 +17,10 @@ from typing import Any, ClassVar, cast
 
 import redis
 from redis.client import Pipeline
-from rq import Queue, Worker
+from rq import Queue, Retry, Worker
 from rq.exceptions import DequeueTimeout, NoSuchJobError
 from rq.job import Callback, Job
-from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.serializers import Serializer
 from rq.timeouts import BaseDeathPenalty
 from rq.utils import utcparse
@@ -44,6 +45,9 @@ from src.vocabulary import Priority, TaskStatus
 
 JOB_FUNC = "src.worker.jobs.process_task"
 FAILURE_CALLBACK = "src.worker.jobs.on_failure"
+# The completion webhook's delivery (src/worker/jobs.py), on a queue of its own that workers
+# take after the transcription queue: a delivery never delays a transcription.
+CALLBACK_FUNC = "src.worker.jobs.deliver_callback"
 # Paths earlier releases stored in queued jobs; `migrate_legacy_jobs` points them at today's.
 LEGACY_PATHS = {
     "src.api.tasks.transcribe": JOB_FUNC,
@@ -287,6 +291,61 @@ def promote(conn: redis.Redis, lanes: Lanes, after_s: float) -> list[tuple[str, 
 def queue_at(conn: redis.Redis, queue_key: str) -> ServiceQueue:
     """The queue whose Redis key is `queue_key` (a held job's record names its queue so)."""
     return cast(ServiceQueue, ServiceQueue.from_queue_key(queue_key, connection=conn))
+
+
+def callback_queue(conn: redis.Redis, settings: Settings) -> ServiceQueue:
+    """The deliveries' queue, `<RQ_QUEUE_NAME>:callbacks`; workers take it after the main one.
+
+    A ServiceQueue like the main one, so a delivery's push wakes a waiting worker and a worker
+    killed between taking a delivery and starting it leaves a trace the sweep requeues."""
+    return ServiceQueue(f"{settings.rq_queue_name}:callbacks", connection=conn, default_timeout=60)
+
+
+def worker_queues(conn: redis.Redis, settings: Settings) -> list[ServiceQueue]:
+    """The queues a worker listens on, by priority: its dequeue takes the first non-empty one,
+    so the lanes go high to low and deliveries wait for every transcription. The abandoned-job
+    sweep walks each of them."""
+    return [*get_lanes(conn, settings).ordered(), callback_queue(conn, settings)]
+
+
+def enqueue_callback(
+    conn: redis.Redis, settings: Settings, task_id: str, pipeline: Pipeline | None = None
+) -> Job:
+    """Deliver a finished task's result to its callback_url, with RQ's bounded retries after
+    CALLBACK_RETRY_INTERVALS. A retry waits in RQ's scheduled registry; the workers' sweep
+    (`release_due_callbacks`) puts it back on the queue when due, as RQ's scheduler would."""
+    intervals = settings.callback_retry_intervals
+    return callback_queue(conn, settings).enqueue(
+        CALLBACK_FUNC,
+        task_id,
+        job_id=f"{task_id}_cb_{secrets.token_hex(4)}",
+        job_timeout=int(settings.callback_timeout_seconds) + 30,
+        result_ttl=settings.task_ttl_seconds,
+        failure_ttl=settings.task_ttl_seconds,
+        retry=Retry(max=len(intervals), interval=list(intervals)) if intervals else None,
+        description=f"callback {task_id}",
+        pipeline=pipeline,
+    )
+
+
+def release_due_callbacks(conn: redis.Redis, settings: Settings) -> list[str]:
+    """Requeue the delivery retries whose back-off has passed. The workers run without RQ's
+    scheduler process (it would fork the model-laden worker), so their sweep does its one job."""
+    queue = callback_queue(conn, settings)
+    registry = ScheduledJobRegistry(queue=queue)  # type: ignore[no-untyped-call]
+    due = registry.get_jobs_to_schedule()
+    if not due:
+        return []
+    released = []
+    with conn.pipeline() as pipe:  # back on the queue and out of the registry together
+        for job in Job.fetch_many(due, connection=conn):
+            if job is not None:
+                queue.enqueue_job(job, pipeline=pipe)
+                released.append(job.id)
+        for job_id in due:
+            registry.remove(job_id, pipeline=pipe)
+        pipe.execute()
+    return released
 
 
 def enqueue_task(

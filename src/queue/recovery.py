@@ -49,7 +49,7 @@ from src.records.redis_client import (
     execution_owner_key,
     worker_key,
 )
-from src.records.task_store import TaskRecord, utcnow
+from src.records.task_store import CallbackAttempt, TaskRecord, utcnow
 from src.results import history, metrics, stats
 from src.results.metrics import FailureReason
 from src.uploads import recordings
@@ -222,9 +222,46 @@ def requeue_abandoned(conn: redis.Redis, queue: Queue, settings: Settings) -> li
     for entry, job, owner in abandoned:
         if not conn.zrem(registry.key, entry):
             continue  # another sweeper took it
-        if _requeue_one(conn, queue, settings, job, owner):
+        if job.func_name == job_queue.CALLBACK_FUNC:
+            _retry_delivery(conn, queue, settings, job, owner)
+            moved.append(job.id)
+        elif _requeue_one(conn, queue, settings, job, owner):
             moved.append(job.id)
     return moved + requeue_dropped(conn)
+
+
+def requeue_everywhere(conn: redis.Redis, settings: Settings) -> list[str]:
+    """`requeue_abandoned` on every queue a worker listens on (transcriptions, deliveries)."""
+    moved: list[str] = []
+    for queue in job_queue.worker_queues(conn, settings):
+        moved += requeue_abandoned(conn, queue, settings)
+    return moved
+
+
+def _retry_delivery(
+    conn: redis.Redis, queue: Queue, settings: Settings, job: Job, owner: Owner | None
+) -> None:
+    """A delivery whose worker died mid-POST counts as one failed attempt, on the task too: RQ's
+    Retry sends it again after its back-off, and after CALLBACK_RETRY_INTERVALS it is failed.
+    Bounded, so a delivery that kills workers cannot loop; the receiver may see the POST twice
+    (it may have arrived before the death), as with any retry."""
+    who = owner.name if owner else job.worker_name or "?"
+    error = f"the worker {who} stopped during the delivery"
+    task_store.add_callback_attempt(
+        conn, str(job.args[0]), CallbackAttempt(at=utcnow(), error=error)
+    )
+    job.started_at = None
+    with conn.pipeline() as pipe:
+        if job.retries_left:
+            job.retry(queue, pipe)
+        else:
+            job.set_status(JobStatus.FAILED, pipeline=pipe)
+            FailedJobRegistry(queue=queue).add(
+                job, ttl=settings.task_ttl_seconds, exc_string=error, pipeline=pipe
+            )
+        pipe.execute()
+    left = job.retries_left or 0
+    logger.warning(f"{job.description}: {error}; {left} retries left")
 
 
 def _holder_gone(held: dict[str, object], conn: redis.Redis) -> bool:
@@ -315,6 +352,8 @@ def mark_failed(
     if failed is not None:
         history.record(conn, settings.history_file, failed, settings.max_history_records)
         recordings.unpin(conn, failed.file)
+        if failed.callback_url is not None:
+            job_queue.enqueue_callback(conn, settings, task_id)
     waited = metrics.elapsed(enqueued_at, failed.started_at) if failed else None
     with conn.pipeline(transaction=False) as pipe:
         stats.record_failed(pipe)

@@ -27,6 +27,19 @@ TASK_ID_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}_[0-9]{3,6}_[0-9a-f]{24}$"
 TASK_ID_RE = re.compile(TASK_ID_PATTERN)
 
 
+# The most callback delivery attempts a record keeps (the newest).
+MAX_CALLBACK_ATTEMPTS = 20
+
+
+class CallbackAttempt(BaseModel):
+    """One POST of the completion webhook: when, and the receiver's HTTP status or the error."""
+
+    at: datetime
+    status_code: int | None = None
+    error: str | None = None
+    delivered: bool = False
+
+
 class TaskRecord(BaseModel):
     """Everything known about one submission."""
 
@@ -63,6 +76,10 @@ class TaskRecord(BaseModel):
     fingerprint: str | None = None
     cached: bool = False
     cached_from: str | None = None
+    # The completion webhook (src/service/callbacks.py): where the final result is POSTed, and
+    # each delivery attempt, newest last, at most MAX_CALLBACK_ATTEMPTS.
+    callback_url: str | None = None
+    callback_attempts: list[CallbackAttempt] = []
 
 
 def utcnow() -> datetime:
@@ -152,3 +169,26 @@ def delete(conn: redis.Redis, task_id: str) -> bool:
         events.publish(pipe, TaskEvent(task_id=task_id, change="deleted"))
         deleted, _ = pipe.execute()
     return bool(deleted)
+
+
+def add_callback_attempt(conn: redis.Redis, task_id: str, attempt: CallbackAttempt) -> bool:
+    """Append a delivery attempt, keeping the newest MAX_CALLBACK_ATTEMPTS, without announcing
+    it (a callback changes no state a client follows). False when the task is gone."""
+    key = task_key(task_id)
+    with conn.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(key)
+                raw = pipe.get(key)
+                if raw is None:
+                    pipe.unwatch()
+                    return False
+                record = TaskRecord.model_validate_json(raw)
+                attempts = [*record.callback_attempts, attempt][-MAX_CALLBACK_ATTEMPTS:]
+                record = record.model_copy(update={"callback_attempts": attempts})
+                pipe.multi()
+                pipe.set(key, record.model_dump_json(), xx=True, keepttl=True)
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                continue

@@ -13,8 +13,9 @@ forwards it, and resends a request whose answer it missed. Two mechanisms answer
   takes.
 - An `Idempotency-Key` names one request. Its claim, `asr:idempotency:{scope}:{sha256(key)}`,
   holds the task the first request created and that request's fingerprint (`request_fingerprint`:
-  the cache's fingerprint plus batch_size, every option the client sent). A resend with the same
-  key gets that task; the same key with another upload or options is refused.
+  the cache's fingerprint plus batch_size and callback_url, every option the client sent). A
+  resend with the same key gets that task; the same key with another upload or options, or
+  another callback_url, is refused.
 """
 
 from __future__ import annotations
@@ -63,9 +64,13 @@ def fingerprint(settings: Settings, audio_sha256: str, language: str, hotwords: 
     )
 
 
-def request_fingerprint(result_fingerprint: str, batch_size: int) -> str:
-    """One request's identity under an idempotency key: the upload and every option sent."""
-    return _sha256({"result": result_fingerprint, "batch_size": batch_size})
+def request_fingerprint(result_fingerprint: str, batch_size: int, callback_url: str | None) -> str:
+    """One request's identity under an idempotency key: the upload and every option sent. The
+    callback_url is part of it only when given, so claims made before it was are still met."""
+    fields: dict[str, object] = {"result": result_fingerprint, "batch_size": batch_size}
+    if callback_url is not None:
+        fields["callback_url"] = callback_url
+    return _sha256(fields)
 
 
 def scope(settings: Settings) -> str:

@@ -150,3 +150,19 @@ class TranscriptionTimeout(ServiceError):
             f"The transcription did not finish within {self.waited_seconds:g} s and is still "
             f"{self.status}; it goes on: fetch its result later with task id {self.task_id}"
         )
+
+
+@dataclass(eq=False)
+class CallbacksNotConfigured(ServiceError):
+    """A `callback_url` while CALLBACK_SECRET is unset: an unsigned callback could be forged by
+    anyone who can reach the receiver, so the service sends none."""
+
+    message: ClassVar[str] = "Callbacks are not configured on this server (CALLBACK_SECRET)"
+
+
+@dataclass(eq=False)
+class CallbackRefused(ServiceError):
+    """A `callback_url` the SSRF guard refuses (src/service/callbacks.py): `reason` says why."""
+
+    message: ClassVar[str] = "callback_url refused"
+    reason: str

@@ -31,6 +31,8 @@ class SubmitRequest:
     idempotency_key: str | None = None
     # The lane; None: chosen by the audio's duration (src/queue/job_queue.py `lane_for`).
     priority: Priority | None = None
+    # Where to POST the final result (src/service/callbacks.py), if anywhere.
+    callback_url: str | None = None
 
 
 class Queued(BaseModel):

@@ -25,7 +25,7 @@ from src.records.redis_client import REDIS_ERRORS, task_key
 from src.records.task_store import TaskRecord, utcnow
 from src.results import cache as result_cache
 from src.results import history, stats
-from src.service import dedup
+from src.service import callbacks, dedup
 from src.service.errors import (
     AudioTooLong,
     IdempotencyConflict,
@@ -80,6 +80,8 @@ def submit(
     Idempotency-Key, with the task the key's first request created (src/service/dedup.py)."""
     if request.language not in settings.asr_languages:
         raise UnsupportedLanguage(supported_languages=settings.asr_languages)
+    if request.callback_url is not None:  # refused before anything is stored
+        callbacks.check_url(request.callback_url, settings)
     now = utcnow()
     task_id = task_store.new_task_id(conn, now)  # Redis down -> 503 before any file exists
     recordings.ensure_dirs(settings)
@@ -88,7 +90,7 @@ def submit(
         key = dedup.fingerprint(settings, stored.sha256, request.language, request.hotwords)
         claim = None
         if request.idempotency_key is not None and settings.idempotency_seconds:
-            identity = dedup.request_fingerprint(key, request.batch_size)
+            identity = dedup.request_fingerprint(key, request.batch_size, request.callback_url)
             claim = dedup.claim_for(settings, request.idempotency_key, identity)
         record = _new_record(conn, settings, request, stored, task_id, now, key)
     except BaseException:
@@ -165,6 +167,7 @@ def _new_record(
         priority=request.priority or job_queue.lane_for(settings, stored.info.duration_s),
         created_at=now,
         fingerprint=key,
+        callback_url=request.callback_url,
     )
     source = result_cache.lookup(conn, key) if settings.result_cache_seconds else None
     if source is None:
@@ -235,6 +238,8 @@ def _commit(
                 if record.cached:
                     task_store.save(pipe, record, ttl=settings.task_ttl_seconds)
                     stats.record_cached(pipe)
+                    if record.callback_url is not None:  # done at once: deliver it now
+                        job_queue.enqueue_callback(conn, settings, record.task_id, pipe)
                 else:
                     task_store.save(pipe, record)  # no TTL while it waits
                     recordings.index_recording(pipe, record.file, record.created_at.timestamp())

@@ -33,6 +33,7 @@ from src.records.task_store import TaskRecord, utcnow
 from src.results import cache as result_cache
 from src.results import history, metrics, stats
 from src.results.metrics import FailureReason
+from src.service import callbacks
 from src.uploads import recordings
 from src.vocabulary import Stage, TaskStatus
 from src.worker.context import WorkerContext, bound_or_none, current
@@ -204,6 +205,8 @@ def process_task(task_id: str) -> dict[str, Any]:
     if done is not None:
         history.record(conn, settings.history_file, done, settings.max_history_records)
         remember_result(conn, settings, done)
+        if done.callback_url is not None:
+            job_queue.enqueue_callback(conn, settings, task_id)
     with conn.pipeline(transaction=False) as pipe:  # one round trip for the job's counters
         stats.record_done(pipe, result.duration, result.processing_time)
         metrics.record_done(
@@ -221,6 +224,16 @@ def process_task(task_id: str) -> dict[str, Any]:
         f"duration={result.duration:.2f}s rtf={result.rtf:.3f}"
     )
     return {"text": result.text, "duration": result.duration, "rtf": result.rtf}
+
+
+def deliver_callback(task_id: str) -> bool:
+    """RQ job on the callbacks queue: one signed POST of a finished task's result to its
+    callback_url. A failure raises, and RQ's Retry runs it again after its back-off; the task
+    itself stays as it finished."""
+    ctx = current()
+    job = get_current_job()
+    conn: redis.Redis = job.connection if job else redis.Redis.from_url(ctx.settings.redis_dsn)
+    return callbacks.deliver(conn, ctx.settings, task_id, ctx.name)
 
 
 def remember_result(conn: redis.Redis, settings: Settings, done: TaskRecord) -> None:

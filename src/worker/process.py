@@ -38,7 +38,7 @@ from src.queue.recovery import (
     Owner,
     note_redis_outage,
     pid_alive,
-    requeue_abandoned,
+    requeue_everywhere,
     return_claimed,
     worker_alive,
 )
@@ -51,6 +51,7 @@ from src.records.redis_client import (
     worker_connection,
 )
 from src.results import stats
+from src.service.callbacks import DeliveryFailed
 from src.worker.context import WorkerContext, bound
 from src.worker.startup import StartBeacon, load_when_possible
 
@@ -76,6 +77,13 @@ class ASRWorker(SimpleWorker):
         self.owner = Owner(name=self.name)
         self.queue_class = job_queue.ServiceQueue.held_by(self.owner.to_json())
 
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """A failed delivery is logged by its job in one line (`callback failed: ...`); RQ's
+        traceback of it would add a dozen lines to every attempt and nothing else."""
+        if len(exc_info) > 1 and isinstance(exc_info[1], DeliveryFailed) and not self._exc_handlers:
+            return
+        super().handle_exception(job, *exc_info)
+
     def work(self, *args: Any, **kwargs: Any) -> bool:
         """RQ's work loop with this worker's context bound, for its jobs and failure callbacks."""
         if self.context is None:
@@ -87,6 +95,8 @@ class ASRWorker(SimpleWorker):
         began = time.monotonic()
         try:
             super().execute_job(job, queue)
+            if job.func_name != JOB_FUNC:  # a callback delivery: no audio, no throughput
+                return
             began = self._record_busy(began, job.id)
             for job_id in job_queue.claimed(self.connection, self.name):
                 try:
@@ -176,12 +186,12 @@ class Readiness(threading.Thread):
         """Requeue abandoned jobs, promote jobs that waited long enough, count the backlog; one
         worker at a time sweeps (a short Redis lock)."""
         if self.conn.set(SWEEP_LOCK_KEY, self.worker.name, nx=True, ex=READINESS_INTERVAL_S):
-            for queue in self.lanes.ordered():
-                requeue_abandoned(self.conn, queue, self.settings)
+            requeue_everywhere(self.conn, self.settings)
             promoted = job_queue.promote(self.conn, self.lanes, self.settings.lane_promote_seconds)
             for task_id, lane in promoted:
                 logger.info(f"task={task_id} promoted to the {lane.value} lane after its wait")
             job_queue.refresh_backlog(self.conn, self.lanes)
+            job_queue.release_due_callbacks(self.conn, self.settings)
             for name in job_queue.claimers(self.conn):
                 if name != self.worker.name and not worker_alive(self.conn, name):
                     return_claimed(self.conn, self.lanes, name)
@@ -307,7 +317,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     probe.close()
     conn = worker_connection(settings)
     lanes = get_lanes(conn, settings)
-    worker = ASRWorker(lanes.ordered(), connection=conn, context=context)
+    worker = ASRWorker(job_queue.worker_queues(conn, settings), connection=conn, context=context)
     clear_stale_registration(conn, name)
     readiness = Readiness(api_connection(settings), worker, engine, settings)
     readiness.publish()
@@ -316,8 +326,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
         note_redis_outage(conn, time.time())
     # At once, not after the first beat: a restarted worker-N requeues the job its predecessor
     # died in (the one-worker box has nobody else to do it).
-    for queue in lanes.ordered():
-        requeue_abandoned(conn, queue, settings)
+    requeue_everywhere(conn, settings)
     return_claimed(conn, lanes, name)  # left by this name's last process
     for queue in lanes.ordered():
         if moved := job_queue.migrate_legacy_jobs(queue):

@@ -32,7 +32,7 @@ CONFLICT = (
 
 @pytest.fixture
 def settings(redis_server: RedisServer, storage: Path, conn: redis.Redis) -> Settings:
-    return make_settings(redis_server.port, storage, asr_batch_jobs=1)
+    return make_settings(redis_server.port, storage, asr_batch_jobs=1, callback_secret="s")
 
 
 @pytest.fixture
@@ -86,8 +86,9 @@ def test_a_resend_returns_the_first_task_and_creates_nothing(
         (SPEECH_WAV, {"hotwords": "今天"}),
         (SPEECH_WAV, {"hotwords": "天气", "language": "en"}),
         (SPEECH_WAV, {"hotwords": "天气", "batch_size": "60"}),
+        (SPEECH_WAV, {"hotwords": "天气", "callback_url": "http://127.0.0.1:9/hook"}),
     ],
-    ids=["other-file", "other-hotwords", "other-language", "other-batch-size"],
+    ids=["other-file", "other-hotwords", "other-language", "other-batch-size", "other-callback"],
 )
 def test_the_same_key_with_another_request_is_409(
     client: TestClient, settings: Settings, conn: redis.Redis, path: Path, form: dict[str, str]

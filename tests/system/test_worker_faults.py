@@ -95,8 +95,13 @@ def test_both_workers_killed_at_once_both_jobs_are_rerun(fenv: Env, long_clip: P
         tasks = [submit(client, long_clip) for _ in workers]
         for task_id in tasks:
             wait_status(client, task_id, {"processing"}, 60)
-        owners = {Job.fetch(t, connection=conn).worker_name for t in tasks}
-        assert owners == {"pair-1", "pair-2"}
+
+        # `processing` shows as soon as a worker took the job off its lane; RQ names the worker
+        # on the job a moment later, when it starts it.
+        def owners() -> set[str | None]:
+            return {Job.fetch(t, connection=conn).worker_name for t in tasks}
+
+        wait_for(lambda: owners() == {"pair-1", "pair-2"}, 10, 0.05, "both jobs started")
         for w in workers:
             w.kill_group(signal.SIGKILL)
         for w in workers:

@@ -358,3 +358,33 @@ def test_a_waiting_worker_wakes_at_a_push_and_skips_deleted_jobs(
         job_queue.ServiceQueue.dequeue_any([queue], 1, connection=conn)
     assert time.monotonic() - began >= 0.95
     assert conn.llen(job_queue.ServiceQueue.wake_key(queue.key)) <= job_queue.WAKE_TOKENS_KEPT
+
+
+def test_a_worker_on_its_queues_wakes_at_a_delivery_and_takes_transcriptions_first(
+    conn: redis.Redis, settings: Settings
+):
+    from src.worker.process import ASRWorker
+
+    queues = job_queue.worker_queues(conn, settings)
+    lanes = [q.name for q in job_queue.get_lanes(conn, settings).ordered()]
+    assert [q.name for q in queues] == [*lanes, f"{settings.rq_queue_name}:callbacks"]
+    worker = ASRWorker(queues, connection=conn, name="taker")
+    task_id = new_task(conn, settings, queues[0])
+
+    def deliver_later() -> None:
+        time.sleep(0.3)
+        job_queue.enqueue_callback(conn, settings, "2026-11-29_done")
+
+    got = worker.dequeue_job_and_maintain_ttl(timeout=1)
+    assert got is not None and got[0].id == task_id  # queued first, and first by priority
+    worker.prepare_execution(got[0])
+    pusher = threading.Thread(target=deliver_later)
+    began = time.monotonic()
+    pusher.start()
+    got = worker.dequeue_job_and_maintain_ttl(timeout=5)
+    waited = time.monotonic() - began
+    pusher.join()
+    assert got is not None and got[1].name.endswith(":callbacks")
+    assert 0.25 < waited < job_queue.WAKE_WAIT_S, waited  # woken by the delivery's push
+    # Held like a transcription until started, so a worker killed in between loses nothing.
+    assert job_queue.held_jobs(conn)[got[0].id]["queue"] == queues[-1].key

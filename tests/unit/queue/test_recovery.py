@@ -24,7 +24,7 @@ import redis
 from loguru import logger
 from rq import Queue, Worker
 from rq.job import Job, JobStatus
-from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 from src.config import Settings
 from src.queue import job_queue, recovery
@@ -211,6 +211,33 @@ def test_pid_alive_tells_a_running_process_from_a_gone_or_zombie_one():
         assert not recovery.pid_alive(zombie.pid)
     finally:
         zombie.wait()
+
+
+def test_a_delivery_whose_worker_died_is_one_failed_attempt_retried_then_failed(
+    conn: redis.Redis, settings: Settings
+):
+    settings = settings.model_copy(update={"callback_retry_intervals": [30]})
+    task_id = new_task(conn, settings, job_queue.get_queue(conn, settings))
+    deliveries = job_queue.callback_queue(conn, settings)
+    delivery = job_queue.enqueue_callback(conn, settings, task_id).id
+    start(conn, deliveries, delivery, Owner(name="worker-1", pid=dead_pid()))
+    assert recovery.requeue_everywhere(conn, settings) == [delivery]
+    # Not at once: after the back-off, as a failed POST would be, with one retry spent.
+    assert ScheduledJobRegistry(queue=deliveries).get_job_ids() == [delivery]
+    assert deliveries.get_job_ids() == []
+    assert Job.fetch(delivery, connection=conn).retries_left == 0
+    record = task_store.load(conn, task_id)
+    assert record is not None
+    assert record.status is TaskStatus.QUEUED  # the task itself is left as it was
+    assert [a.error for a in record.callback_attempts] == [
+        "the worker worker-1 stopped during the delivery"
+    ]
+    assert job_queue.release_due_callbacks(conn, settings) == []  # its back-off still runs
+    start(conn, deliveries, delivery, Owner(name="worker-2", pid=dead_pid()))
+    assert recovery.requeue_everywhere(conn, settings) == [delivery]  # no retry left: failed
+    assert FailedJobRegistry(queue=deliveries).get_job_ids() == [delivery]
+    assert Job.fetch(delivery, connection=conn).get_status() is JobStatus.FAILED
+    assert StartedJobRegistry(queue=deliveries).get_job_ids(cleanup=False) == []
 
 
 def test_a_stopped_workers_unstarted_batch_goes_back_as_queued(

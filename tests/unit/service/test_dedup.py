@@ -59,9 +59,21 @@ def test_an_edited_hotwords_file_changes_the_fingerprint(settings: Settings):
 
 
 def test_batch_size_is_part_of_a_request_not_of_its_transcript():
-    assert dedup.request_fingerprint("f", 500) == dedup.request_fingerprint("f", 500)
-    assert dedup.request_fingerprint("f", 500) != dedup.request_fingerprint("f", 60)
-    assert dedup.request_fingerprint("f", 500) != dedup.request_fingerprint("g", 500)
+    assert dedup.request_fingerprint("f", 500, None) == dedup.request_fingerprint("f", 500, None)
+    assert dedup.request_fingerprint("f", 500, None) != dedup.request_fingerprint("f", 60, None)
+    assert dedup.request_fingerprint("f", 500, None) != dedup.request_fingerprint("g", 500, None)
+
+
+def test_a_callback_url_is_part_of_a_request_and_its_absence_keeps_earlier_claims_valid():
+    hook = "https://bot.example/hook"
+    assert dedup.request_fingerprint("f", 500, hook) == dedup.request_fingerprint("f", 500, hook)
+    assert dedup.request_fingerprint("f", 500, hook) != dedup.request_fingerprint("f", 500, None)
+    assert dedup.request_fingerprint("f", 500, hook) != dedup.request_fingerprint(
+        "f", 500, hook + "2"
+    )
+    # The identity of a request without one, as claims stored before callbacks existed hold it.
+    before = dedup._sha256({"result": "f", "batch_size": 500})
+    assert dedup.request_fingerprint("f", 500, None) == before
 
 
 def test_keys_are_scoped_per_api_key_and_stored_hashed(tmp_path: Path):
