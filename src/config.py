@@ -64,6 +64,15 @@ class Settings(BaseSettings):
     # A worker whose engine cannot load (models not downloaded yet) stays up and tries again
     # after 1 s, 2 s, 4 s ... up to this many seconds (src/worker/startup.py).
     worker_start_retry_seconds: float = Field(30.0, gt=0, le=3600)
+    # A worker on a host that does not share the API's disk: a recording that is not under its
+    # own STORAGE_PATH is downloaded from the API at this base URL (e.g. http://api-box:8000),
+    # sending API_KEY, into STORAGE_PATH/fetched for the job's length. Empty: local files only.
+    worker_api_url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    # Put before each worker's name (PREFIXworker-1..N): one per host of workers, e.g. "gpu2-",
+    # so names stay unique across hosts in /health, `rq info` and the recovery of dead workers.
+    worker_name_prefix: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,32}$")
+    # How long such a download may stall (connect, or between two reads) before the job fails.
+    worker_fetch_timeout_seconds: float = Field(30.0, gt=0, le=3600)
 
     # ASR engine.
     asr_model_path: Path = Path("~/.cache/modelscope/hub")
@@ -171,7 +180,7 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @field_validator("api_key", "callback_secret", mode="before")
+    @field_validator("api_key", "callback_secret", "worker_api_url", mode="before")
     @classmethod
     def _empty_key_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -250,6 +259,11 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.storage_path / "logs"
+
+    @property
+    def fetched_dir(self) -> Path:
+        """Where a worker on another host keeps the recordings it downloaded, while it works."""
+        return self.storage_path / "fetched"
 
     @property
     def history_file(self) -> Path:

@@ -98,9 +98,16 @@ def finalize(settings: Settings, partial: Path, task_id: str, ext: str) -> str:
     return name
 
 
+def plain_name(name: str) -> bool:
+    """Whether `name` is a plain file name (no path, not hidden), as recordings are named."""
+    return bool(name) and not (
+        "/" in name or "\\" in name or name.startswith(".") or "\x00" in name
+    )
+
+
 def recording_path(settings: Settings, name: str) -> Path | None:
     """Path of a stored recording, only if `name` is a plain file name inside the directory."""
-    if not name or "/" in name or "\\" in name or name.startswith(".") or "\x00" in name:
+    if not plain_name(name):
         return None
     path = settings.recordings_dir / name
     return path if path.is_file() else None

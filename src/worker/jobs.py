@@ -11,6 +11,7 @@ does not import this module or any engine.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -34,7 +35,8 @@ from src.results import cache as result_cache
 from src.results import history, metrics, stats
 from src.results.metrics import FailureReason
 from src.service import callbacks
-from src.uploads import recordings
+from src.uploads import fetch, recordings
+from src.uploads.fetch import RecordingFetchError
 from src.vocabulary import Stage, TaskStatus
 from src.worker.context import WorkerContext, bound_or_none, current
 
@@ -129,14 +131,19 @@ def process_batch(
     runs next."""
     settings, name = ctx.settings, ctx.name
     members = [leader]
-    for record in claimed:
-        member_path = recordings.recording_path(settings, record.file)
-        started = _mark_started(conn, record, name) if member_path is not None else None
-        if started is not None and member_path is not None:
-            ctx.batch.started.add(record.task_id)
-            members.append(engine_input(conn, started, member_path, name))
-    began = time.perf_counter()
-    results = ctx.engine.process_batch(members)
+    with contextlib.ExitStack() as copies:  # downloaded members' files live for the pass
+        for record in claimed:
+            try:
+                member_path = copies.enter_context(fetch.recording(settings, record.file))
+            except RecordingFetchError as exc:  # its own job tries again and reports it
+                logger.warning(f"{name} task={record.task_id} left out of the batch: {exc}")
+                continue
+            started = _mark_started(conn, record, name) if member_path is not None else None
+            if started is not None and member_path is not None:
+                ctx.batch.started.add(record.task_id)
+                members.append(engine_input(conn, started, member_path, name))
+        began = time.perf_counter()
+        results = ctx.engine.process_batch(members)
     audio = sum(r.duration for r in results if isinstance(r, EngineOutput))
     logger.info(
         f"{name} batch of {len(members)} tasks ({audio:.1f}s of audio) in "
@@ -169,19 +176,19 @@ def process_task(task_id: str) -> dict[str, Any]:
     result = ctx.batch.take(task_id)
     pass_size = 0  # jobs in the engine pass this job ran; 0: a batch's pass made its result
     if result is None:
-        path = recordings.recording_path(settings, record.file)
-        if path is None:
-            raise RecordingMissingError(f"recording {record.file} no longer exists")
-        logger.info(
-            f"{name} task={task_id} status=started file={record.file} "
-            f"language={record.language} batch_size={record.batch_size}"
-        )
-        item = engine_input(conn, record, path, name)
-        claimed = claim_batch(conn, ctx, record) if job is not None else []
-        if claimed:
-            result, pass_size = process_batch(conn, ctx, item, claimed)
-        else:
-            result, pass_size = ctx.engine.process(item), 1
+        with fetch.recording(settings, record.file) as path:
+            if path is None:
+                raise RecordingMissingError(f"recording {record.file} no longer exists")
+            logger.info(
+                f"{name} task={task_id} status=started file={record.file} "
+                f"language={record.language} batch_size={record.batch_size}"
+            )
+            item = engine_input(conn, record, path, name)
+            claimed = claim_batch(conn, ctx, record) if job is not None else []
+            if claimed:
+                result, pass_size = process_batch(conn, ctx, item, claimed)
+            else:
+                result, pass_size = ctx.engine.process(item), 1
     for sentence in result.sentences:
         logger.debug(
             f"{name} task={task_id} segment {sentence.start}-{sentence.end}ms "
@@ -218,7 +225,7 @@ def process_task(task_id: str) -> dict[str, Any]:
         )
         pipe.execute()
     recordings.unpin(conn, record.file)
-    recordings.enforce_retention(conn, settings)
+    enforce_retention(conn, settings)
     logger.info(
         f"{name} task={task_id} status=completed text_length={len(result.text)} "
         f"duration={result.duration:.2f}s rtf={result.rtf:.3f}"
@@ -268,6 +275,8 @@ def describe_failure(
     exc_type: type[BaseException], exc: BaseException, timeout: float | None
 ) -> str:
     """A message for the client: what went wrong, without paths or tracebacks."""
+    if isinstance(exc, RecordingFetchError):
+        return f"The worker could not fetch the recording from the API: {exc}"
     match failure_reason(exc_type, exc):
         case "timeout":
             return f"Processing timeout ({timeout}s exceeded)"
@@ -304,4 +313,12 @@ def on_failure(
     mark_failed(connection, settings, job.id, message, reason=reason, enqueued_at=job.enqueued_at)
     exc_info = (exc_type, exc, tb) if isinstance(tb, TracebackType) else None
     logger.opt(exception=exc_info).error(f"{name} task={job.id} status=failed error={message}")
-    recordings.enforce_retention(connection, settings)
+    enforce_retention(connection, settings)
+
+
+def enforce_retention(conn: redis.Redis, settings: Settings) -> None:
+    """Trim old recordings, on the host that keeps them. A worker on another host (WORKER_API_URL)
+    leaves it to the API, which trims at every upload: from here it would drop index entries
+    of files it cannot delete, and the API's disk would keep them for good."""
+    if settings.worker_api_url is None:
+        recordings.enforce_retention(conn, settings)
