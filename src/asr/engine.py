@@ -34,6 +34,15 @@ def output(transcript: Transcript) -> EngineOutput:
     )
 
 
+def gpu_name(device: str) -> str | None:
+    """The name of the GPU `device` is, or None on the CPU."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    return str(torch.cuda.get_device_name(torch.device(device)))
+
+
 class SpeechEngine:
     """FunASR's VAD + Paraformer + punctuation, loaded once, with cross-job pooling."""
 
@@ -44,6 +53,7 @@ class SpeechEngine:
             device=recognizer.device,
             models=dict(recognizer.model_ids),
             load_time=round(recognizer.load_time, 3),
+            gpu=gpu_name(recognizer.device),
         )
 
     def process(self, item: EngineInput) -> EngineOutput:

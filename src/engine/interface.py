@@ -57,6 +57,8 @@ class EngineInfo:
     device: str
     models: dict[str, str]
     load_time: float
+    gpu: str | None = None
+    """The GPU's name (e.g. "NVIDIA H100 80GB HBM3") when `device` is one: which box is which."""
 
 
 class EngineError(RuntimeError):

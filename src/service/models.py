@@ -125,7 +125,9 @@ class WorkerInfo(BaseModel):
     """A worker's readiness beacon as /health shows it."""
 
     name: str
-    device: str | None = None
+    hostname: str | None = Field(None, description="the host it runs on (workers may be on many)")
+    device: str | None = Field(None, description="where its engine runs: cpu, or cuda:N")
+    gpu: str | None = Field(None, description="the GPU's name when it runs on one")
     models: dict[str, str] = Field(default_factory=dict, description="the engine's models by role")
     model_loaded: bool = True
     current_task: str | None = None

@@ -172,6 +172,7 @@ class Readiness(threading.Thread):
                 "hostname": socket.gethostname(),
                 "model_loaded": True,
                 "device": self.engine.info.device,
+                "gpu": self.engine.info.gpu,
                 "models": self.engine.info.models,
                 "load_time": self.engine.info.load_time,
                 "started_at": self.started_at,

@@ -88,10 +88,12 @@ def visible_gpus(environ: Mapping[str, str]) -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
 
-def make_slots(count: int, gpus: list[str]) -> list[Slot]:
-    """worker-1..N, pinned round-robin to `gpus` ("" = CPU)."""
+def make_slots(count: int, gpus: list[str], prefix: str = "") -> list[Slot]:
+    """PREFIXworker-1..N, pinned round-robin to `gpus` ("" = CPU). Each host of workers has its
+    own WORKER_NAME_PREFIX: names are unique across hosts, as RQ and the recovery need."""
     return [
-        Slot(f"worker-{i}", gpus[(i - 1) % len(gpus)] if gpus else "") for i in range(1, count + 1)
+        Slot(f"{prefix}worker-{i}", gpus[(i - 1) % len(gpus)] if gpus else "")
+        for i in range(1, count + 1)
     ]
 
 
@@ -335,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = get_settings()
     count = args.count or settings.rq_worker_count
-    slots = make_slots(count, visible_gpus(os.environ))
+    slots = make_slots(count, visible_gpus(os.environ), settings.worker_name_prefix)
     os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # before torch reads it, as the script did
     worker_main = import_engine(settings.worker_engine)
     gc.freeze()  # keep the imported objects out of collections: their pages stay shared
