@@ -9,7 +9,9 @@ supervisor restarts `worker-1` under the same name within seconds, and the new p
 inherit its predecessor's job. Each worker process has an incarnation id; when it starts a job it
 records `{name, incarnation, pid, hostname}` for that RQ execution in the same transaction that
 puts the job in the started registry. The job is abandoned when the name's beacon now carries
-another incarnation, or, on this host, when the recorded pid is gone. The ZREM of the registry
+another incarnation, or, on this host, when the recorded pid is gone; on another host (a GPU box
+of its own), when its beacon is gone: a pid there means nothing here, and RQ's registration of a
+SIGKILLed worker outlives it by the job's timeout. The ZREM of the registry
 entry decides which sweeper requeues it, so a job is never requeued twice.
 
 A task whose worker died MAX_ABANDONS times is failed instead of requeued: it may be what kills
@@ -124,10 +126,9 @@ def owner_alive(conn: redis.Redis, owner: Owner) -> bool:
         return False  # the name belongs to a later process now
     if owner.hostname == socket.gethostname():
         return pid_alive(owner.pid)
-    if beacon is not None:
-        return True
-    info = _rq_registration(conn, owner.name)
-    return info is not None and info.get("pid") == str(owner.pid)
+    # Another host: the beacon, refreshed every few seconds with a short TTL even mid-job, is
+    # the one sign of life; RQ's registration would keep a killed worker's job for ~11 minutes.
+    return beacon is not None
 
 
 def worker_alive(conn: redis.Redis, name: str) -> bool:
