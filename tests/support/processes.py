@@ -47,12 +47,15 @@ def wait_for(
     raise TimeoutError(f"timed out after {timeout}s waiting for {what or check}")
 
 
-def spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """`python ARGS` from the repository root in its own process group, output to `log_path`."""
+def spawn(
+    args: list[str], env: dict[str, str], log_path: Path, prefix: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
+    """`python ARGS` from the repository root in its own process group, output to `log_path`;
+    under `prefix` when given (e.g. `ip netns exec NS`, which execs, so the pid stays python's)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
-            [sys.executable, *args],
+            [*prefix, sys.executable, *args],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -64,10 +67,17 @@ def spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Po
 class RedisServer:
     """A redis-server of our own on a free port, data in `directory`."""
 
-    def __init__(self, directory: Path, port: int | None = None, appendonly: bool = True) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        port: int | None = None,
+        appendonly: bool = True,
+        bind: str = "127.0.0.1",
+    ) -> None:
         self.directory = directory
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.bind = bind  # more addresses, space-separated: "127.0.0.1 10.0.0.1"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -89,7 +99,10 @@ class RedisServer:
                 "--port",
                 str(self.port),
                 "--bind",
-                "127.0.0.1",
+                *self.bind.split(),
+                # another address is a test's private veth: let a namespace's worker in
+                "--protected-mode",
+                "yes" if self.bind == "127.0.0.1" else "no",
                 "--dir",
                 str(self.directory),
                 "--appendonly",
@@ -170,14 +183,19 @@ def api_env(redis_port: int, storage: Path, **settings: str) -> dict[str, str]:
 class WorkerProcess:
     """`python -m src.worker --name NAME` as a real process in its own process group."""
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, env: dict[str, str], log_dir: Path, prefix: tuple[str, ...] = ()
+    ) -> None:
         self.name = name
         self.env = env
         self.log_path = log_dir / f"{name}.out"
+        self.prefix = prefix  # what it runs under, e.g. `ip netns exec NS`: another "host"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
-        self.proc = spawn(["-m", "src.worker", "--name", self.name], self.env, self.log_path)
+        self.proc = spawn(
+            ["-m", "src.worker", "--name", self.name], self.env, self.log_path, self.prefix
+        )
         return self
 
     def wait_ready(self, conn: redis.Redis, timeout: float = 180) -> dict:
@@ -218,8 +236,10 @@ class ApiProcess:
         log_path: Path,
         args: tuple[str, ...] = (),
         prefix: tuple[str, ...] = (),
+        host: str = "127.0.0.1",
     ) -> None:
         self.env = env
+        self.host = host  # the address uvicorn binds, e.g. a veth's for a worker in a netns
         self.port = free_port()
         self.log_path = log_path
         self.args = args
@@ -228,7 +248,7 @@ class ApiProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -249,7 +269,7 @@ class ApiProcess:
                 "uvicorn",
                 "src.api.main:app",
                 "--host",
-                "127.0.0.1",
+                self.host,
                 "--port",
                 str(self.port),
                 "--no-access-log",
@@ -258,7 +278,7 @@ class ApiProcess:
                 *self.args,
             ],
             cwd=ROOT,
-            env={**self.env, "API_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1"},
+            env={**self.env, "API_HOST": self.host, "PYTHONUNBUFFERED": "1"},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
