@@ -27,6 +27,7 @@ from src.api.routes import SUBMIT_THREADS, asr, push, stats_router, system
 from src.config import Settings, get_settings
 from src.logs import setup_logging
 from src.records.redis_client import api_async_connection, api_connection
+from src.service.history_drain import drain_forever
 from src.service.push import LISTEN_S, EventHub
 from src.uploads.recordings import ensure_dirs
 
@@ -71,6 +72,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.submit_limiter = CapacityLimiter(SUBMIT_THREADS)
         app.state.events = EventHub(app.state.aredis)
         relay = asyncio.create_task(app.state.events.run(), name="event-hub")
+        drained = asyncio.Event()  # set: drain once more and stop
+        drainer = asyncio.create_task(
+            drain_forever(app.state.redis, settings.history_file, drained), name="history-drain"
+        )
         logger.info(f"API starting: redis={settings.redis_display} queue={settings.rq_queue_name}")
         if settings.api_key is None and not is_loopback(settings.api_host):
             logger.warning(
@@ -78,6 +83,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "not set: anyone who can reach this port can submit, read and delete tasks"
             )
         yield
+        drained.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(drainer, RELAY_STOP_S)
         app.state.events.stop()
         relay.cancel()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):

@@ -351,7 +351,7 @@ def mark_failed(
         finished_at=utcnow(),
     )
     if failed is not None:
-        history.record(conn, settings.history_file, failed, settings.max_history_records)
+        history.record(conn, history.jsonl_path(settings), failed, settings.max_history_records)
         recordings.unpin(conn, failed.file)
         if failed.callback_url is not None:
             job_queue.enqueue_callback(conn, settings, task_id)

@@ -19,6 +19,10 @@ from src.config import Settings
 
 KEY_PREFIX = "asr"
 HISTORY_KEY = f"{KEY_PREFIX}:history:latest"
+# History lines of workers on other hosts, oldest first, for the API host's JSONL file; the lock
+# lets one API process at a time append them.
+HISTORY_OUTBOX_KEY = f"{KEY_PREFIX}:history:outbox"
+HISTORY_DRAIN_LOCK_KEY = f"{KEY_PREFIX}:history:drain-lock"
 AUDIO_INDEX_KEY = f"{KEY_PREFIX}:audio:index"
 # Recordings whose task is queued or running: retention skips them without loading the task.
 AUDIO_PINNED_KEY = f"{KEY_PREFIX}:audio:pinned"

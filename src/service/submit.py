@@ -110,7 +110,7 @@ def submit(
         return _replay(conn, lanes, held, claim)
     if record.cached:
         stored.partial.unlink(missing_ok=True)
-        history.record(conn, settings.history_file, record, settings.max_history_records)
+        history.record(conn, history.jsonl_path(settings), record, settings.max_history_records)
         answer = Queued(
             task_id=task_id, status=record.status, position=0, estimated_wait=0, cached=True
         )

@@ -210,7 +210,7 @@ def process_task(task_id: str) -> dict[str, Any]:
         finished_at=utcnow(),
     )
     if done is not None:
-        history.record(conn, settings.history_file, done, settings.max_history_records)
+        history.record(conn, history.jsonl_path(settings), done, settings.max_history_records)
         remember_result(conn, settings, done)
         if done.callback_url is not None:
             job_queue.enqueue_callback(conn, settings, task_id)

@@ -214,6 +214,23 @@ def local_worker(
     return WorkerProcess(name, env, base).start()
 
 
+def history_of(box: ApiBox, task_id: str) -> list[dict]:
+    """The task's lines in the API host's JSONL file, once there is one (the API appends a
+    remote worker's line within a second), and a moment later, when a second would be there."""
+    path = box.storage / "logs" / "asr_history.jsonl"
+
+    def lines() -> list[dict]:
+        if not path.exists():
+            return []
+        return [
+            x for x in map(json.loads, path.read_text().splitlines()) if x["task_id"] == task_id
+        ]
+
+    wait_for(lines, 10, 0.05, f"history line of {task_id}")
+    time.sleep(0.5)
+    return lines()
+
+
 def fetches(worker: WorkerProcess) -> list[tuple[Path, int, float]]:
     return [(Path(p), int(n), float(s)) for p, n, s in FETCHED.findall(worker.output())]
 
@@ -254,6 +271,8 @@ def test_worker_with_its_own_storage_fetches_over_http(
     assert size == next((api_box.storage / "recordings").glob(f"{task_id}.*")).stat().st_size
     assert not copy.exists()  # deleted after the job
     assert str(api_box.storage) not in worker.output()
+    assert [x["status"] for x in history_of(api_box, task_id)] == ["success"]
+    assert not (own / "logs" / "asr_history.jsonl").exists()
     assert not (own / "recordings").exists() or not any((own / "recordings").iterdir())
 
 
@@ -294,14 +313,18 @@ def test_worker_in_another_netns_transcribes_through_the_api(
     rq_info = conn.hget("rq:worker:gpu2-worker-1", "hostname")
     assert rq_info is not None and rq_info.decode() == REMOTE_HOSTNAME
 
-    timings = []
+    timings, done = [], []
     for _ in range(3):
         task_id = submit(api_box, SPEECH_WAV)
         body = wait_done(api_box, task_id)
         assert body["status"] == "done", body
         assert worker_of(api_box, task_id) == "gpu2-worker-1"
+        done.append(task_id)
         assert body["text"]
         timings.append(task_store.load(conn, task_id).processing_time)  # type: ignore[union-attr]
+    for task_id in done:
+        assert [x["status"] for x in history_of(api_box, task_id)] == ["success"]
+    assert not (tmp_path / "gpu2-worker-1" / "logs" / "asr_history.jsonl").exists()
     got = fetches(worker)
     assert len(got) == 3
     assert all(copy.parent == tmp_path / "gpu2-worker-1" / "fetched" for copy, _, _ in got)
@@ -361,8 +384,6 @@ def test_killed_remote_workers_job_is_taken_by_a_worker_on_the_api_host(
     body = wait_done(api_box, task_id, 180)
     assert body["status"] == "done", body
     assert body["attempts"] == 2
-    history = api_box.storage / "logs" / "asr_history.jsonl"
-    lines = [json.loads(x) for x in history.read_text().splitlines()]
-    assert [x["status"] for x in lines if x["task_id"] == task_id] == ["success"]
+    assert [x["status"] for x in history_of(api_box, task_id)] == ["success"]
     record("remote worker SIGKILL mid-job", pickup_s=round(pickup_s, 2))
     assert pickup_s < 30

@@ -155,3 +155,47 @@ def test_an_answer_from_the_result_cache_says_so_and_names_its_source(
         (True, source.task_id),
     ]
     assert history.entry_for(hit).cached and history.entry_for(hit).cached_from == source.task_id
+
+
+def test_a_worker_on_another_host_sends_its_lines_for_the_api_to_append_once(
+    conn: redis.Redis, tmp_path: Path
+):
+    """No path (WORKER_API_URL set): the line goes to the outbox, in order, and the API host's
+    drain appends each once; the recent list is filled at once either way."""
+    path = tmp_path / "logs" / "asr_history.jsonl"
+    tasks = [finished(n) for n in range(1, 4)]
+    for task in tasks:
+        history.record(conn, None, task, keep=10)
+    assert not path.exists()
+    assert [e.task_id for e in history.latest(conn, 10)] == [t.task_id for t in reversed(tasks)]
+    assert history.drain_outbox(conn, path, "api-1") == 3
+    assert history.drain_outbox(conn, path, "api-1") == 0
+    assert [e["task_id"] for e in jsonl(path)] == [t.task_id for t in tasks]
+
+
+def test_a_drain_that_cannot_write_keeps_the_lines_for_the_next(conn: redis.Redis, tmp_path: Path):
+    blocker = tmp_path / "logs"
+    blocker.write_text("a file where the logs directory should be")
+    history.record(conn, None, finished(1), keep=10)
+    assert history.drain_outbox(conn, blocker / "asr_history.jsonl", "api-1") == 0
+    assert stats.read(conn)["history_write_errors"] == 1
+    blocker.unlink()
+    assert history.drain_outbox(conn, blocker / "asr_history.jsonl", "api-1") == 1
+
+
+def test_one_api_process_drains_at_a_time(conn: redis.Redis, tmp_path: Path):
+    history.record(conn, None, finished(1), keep=10)
+    conn.set("asr:history:drain-lock", "api-2", ex=30)  # another API process is draining
+    assert history.drain_outbox(conn, tmp_path / "h.jsonl", "api-1") == 0
+    conn.delete("asr:history:drain-lock")
+    assert history.drain_outbox(conn, tmp_path / "h.jsonl", "api-1") == 1
+    assert conn.get("asr:history:drain-lock") is None
+
+
+def test_a_worker_with_an_api_url_has_no_history_file_of_its_own(tmp_path: Path):
+    from src.config import load_settings
+
+    here = load_settings(storage_path=tmp_path)
+    assert history.jsonl_path(here) == here.history_file
+    remote = load_settings(storage_path=tmp_path, worker_api_url="http://api-box:8000")
+    assert history.jsonl_path(remote) is None
