@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 from loguru import logger
 
 from src.config import Settings
@@ -34,6 +33,10 @@ def audio_url(settings: Settings, task_id: str) -> str:
 
 def _download(settings: Settings, task_id: str, dest: Path) -> bool:
     """Stream the task's recording into `dest`; False when the API no longer has it (404)."""
+    # Imported here, not with the module: a third of a second that a worker on the API's own
+    # disk (which never downloads) would otherwise add to its first job.
+    import httpx
+
     headers = {}
     if settings.api_key is not None:
         headers["X-API-Key"] = settings.api_key.get_secret_value()
