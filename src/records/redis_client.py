@@ -141,6 +141,26 @@ def withdraw_beacon(conn: redis.Redis, index: str, name: str, key: str) -> None:
         pipe.execute()
 
 
+class _SentinelConnection(redis.sentinel.SentinelManagedConnection):
+    """Asks the sentinels for the master on every (re)connect. redis-py (8.1) reconnects a
+    dropped connection inside a command's retry to the address it last had, without asking:
+    a worker's command retried across a failover knocked on the dead master forever."""
+
+    def _connect(self) -> Any:
+        if self.connection_pool.is_master:
+            self.host, self.port = self.connection_pool.get_master_address()
+        return super()._connect()  # type: ignore[no-untyped-call]
+
+
+class _AsyncSentinelConnection(redis.asyncio.sentinel.SentinelManagedConnection):
+    """`_SentinelConnection` for asyncio."""
+
+    async def _connect(self) -> None:
+        if self.connection_pool.is_master:
+            self.host, self.port = await self.connection_pool.get_master_address()
+        await super()._connect()  # type: ignore[no-untyped-call]
+
+
 def _sentinel_options(settings: Settings) -> dict[str, Any]:
     """How to reach the sentinels themselves: always briefly (they answer at once, and a dead
     one must not hold up asking the next), with their own password."""
@@ -162,6 +182,7 @@ def _client(settings: Settings, **options: Any) -> redis.Redis:
     )
     client: redis.Redis = sentinel.master_for(
         settings.redis_sentinel_master,
+        connection_class=_SentinelConnection,
         db=settings.redis_db,
         password=settings.redis_password,
         **options,
@@ -178,6 +199,7 @@ def _async_client(settings: Settings, **options: Any) -> redis.asyncio.Redis:
     )
     client: redis.asyncio.Redis = sentinel.master_for(
         settings.redis_sentinel_master,
+        connection_class=_AsyncSentinelConnection,
         db=settings.redis_db,
         password=settings.redis_password,
         **options,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from fastapi.testclient import TestClient
 
 from src.api.main import create_app
 from src.config import Settings
+from src.records.redis_client import worker_connection
 from tests.support.audio_samples import SPEECH_WAV
 from tests.support.fixtures import history_lines, make_settings, result, wait_status
 from tests.support.processes import (
@@ -177,3 +179,26 @@ def test_master_sigkilled_mid_stream_fails_over_without_losing_or_repeating_a_ta
         done=f"{sum(b['status'] == 'done' for b in finals.values())}/{len(finals)}",
         outcome="replica promoted; every accepted task done once, none lost; only 503 JSON",
     )
+
+
+def test_a_workers_blocking_wait_across_the_failover_ends_on_the_new_master(
+    topology: Topology, tmp_path: Path
+) -> None:
+    """An idle worker sits in a blocking pop when the master dies; its connection retries that
+    command. redis-py alone reconnected it to the dead master's address for ever (the worker in
+    the test above stayed stuck in 2 of 7 runs); each reconnect must ask the sentinels."""
+    settings = make_settings(
+        free_port(), tmp_path, redis_sentinels=topology.addresses, redis_sentinel_master=MASTER
+    )
+    conn = worker_connection(settings)
+    conn.connection_pool.connection_kwargs["socket_timeout"] = 60  # as RQ's worker sets it
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(conn.blpop(["asr:test:q"], timeout=50)))
+    waiter.start()
+    time.sleep(0.5)  # in the pop
+    topology.master.stop(signal.SIGKILL)
+    wait_for(lambda: topology.replica.client().info("replication")["role"] == "master", 30, 0.1)
+    topology.replica.client().rpush("asr:test:q", "job")
+    waiter.join(30)
+    assert not waiter.is_alive()
+    assert got == [(b"asr:test:q", b"job")]
