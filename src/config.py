@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     redis_db: int = Field(0, ge=0)
     redis_password: str | None = None
     redis_url: str | None = None
+    # Sentinel (src/records/redis_client.py): when REDIS_SENTINELS lists host:port addresses,
+    # every connection asks them for the master named REDIS_SENTINEL_MASTER and follows a
+    # failover; host/port/URL are then unused (REDIS_DB and REDIS_PASSWORD still apply).
+    redis_sentinels: list[str] = []
+    redis_sentinel_master: str = Field("mymaster", min_length=1)
+    redis_sentinel_password: SecretStr | None = None
 
     # Engine: what each worker loads, as "module:function" taking these Settings and returning
     # an src.engine.interface.Engine. The ASR engine by default.
@@ -164,6 +170,15 @@ class Settings(BaseSettings):
             raise ValueError("must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
         return value
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _check_sentinels(cls, value: list[str]) -> list[str]:
+        for address in value:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected host:port, got {address!r}")
+        return value
+
     @field_validator("log_rotation")
     @classmethod
     def _check_rotation(cls, value: str) -> str:
@@ -180,7 +195,9 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @field_validator("api_key", "callback_secret", "worker_api_url", mode="before")
+    @field_validator(
+        "api_key", "callback_secret", "worker_api_url", "redis_sentinel_password", mode="before"
+    )
     @classmethod
     def _empty_key_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -245,8 +262,17 @@ class Settings(BaseSettings):
         return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
 
     @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """REDIS_SENTINELS as the (host, port) pairs redis-py's Sentinel takes."""
+        pairs = (address.rpartition(":") for address in self.redis_sentinels)
+        return [(host.strip("[]"), int(port)) for host, _, port in pairs]
+
+    @property
     def redis_display(self) -> str:
         """The Redis URL without its password, for logs."""
+        if self.redis_sentinels:
+            hosts = ",".join(self.redis_sentinels)
+            return f"sentinel://{hosts}/{self.redis_sentinel_master}/{self.redis_db}"
         parts = urlsplit(self.redis_dsn)
         host = parts.hostname or ""
         netloc = f"{host}:{parts.port}" if parts.port else host

@@ -2,15 +2,20 @@
 
 The API's connection has short timeouts so an outage turns into a 503 within a second instead of
 a hung request; workers use a connection without a read timeout because RQ blocks on BLPOP.
+With REDIS_SENTINELS set, each connection asks the sentinels for the current master (redis-py's
+Sentinel client) and finds the new one after a failover; the timeouts and retries stay the same.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import redis
 import redis.asyncio
 import redis.asyncio.retry
+import redis.asyncio.sentinel
+import redis.sentinel
 from loguru import logger
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
@@ -66,7 +71,7 @@ WORKER_RETRY_CAP_S = 5.0
 
 # Errors that mean "Redis is unreachable or unhealthy": the API maps them to 503.
 REDIS_ERRORS: tuple[type[Exception], ...] = (
-    redis.exceptions.ConnectionError,
+    redis.exceptions.ConnectionError,  # with redis.sentinel.MasterNotFoundError: mid-failover
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
     redis.exceptions.ReadOnlyError,
@@ -140,6 +145,72 @@ def withdraw_beacon(conn: redis.Redis, index: str, name: str, key: str) -> None:
         pipe.execute()
 
 
+class _SentinelConnection(redis.sentinel.SentinelManagedConnection):
+    """Asks the sentinels for the master on every (re)connect. redis-py (8.1) reconnects a
+    dropped connection inside a command's retry to the address it last had, without asking:
+    a worker's command retried across a failover knocked on the dead master forever."""
+
+    def _connect(self) -> Any:
+        if self.connection_pool.is_master:
+            self.host, self.port = self.connection_pool.get_master_address()
+        return super()._connect()  # type: ignore[no-untyped-call]
+
+
+class _AsyncSentinelConnection(redis.asyncio.sentinel.SentinelManagedConnection):
+    """`_SentinelConnection` for asyncio."""
+
+    async def _connect(self) -> None:
+        if self.connection_pool.is_master:
+            self.host, self.port = await self.connection_pool.get_master_address()
+        await super()._connect()  # type: ignore[no-untyped-call]
+
+
+def _sentinel_options(settings: Settings) -> dict[str, Any]:
+    """How to reach the sentinels themselves: always briefly (they answer at once, and a dead
+    one must not hold up asking the next), with their own password."""
+    password = settings.redis_sentinel_password
+    return {
+        "socket_connect_timeout": 0.5,
+        "socket_timeout": 1.0,
+        "password": password.get_secret_value() if password else None,
+    }
+
+
+def _client(settings: Settings, **options: Any) -> redis.Redis:
+    """A client with these connection options: to the sentinels' current master when
+    REDIS_SENTINELS is set, else to the configured address."""
+    if not settings.redis_sentinels:
+        return redis.Redis.from_url(settings.redis_dsn, **options)
+    sentinel = redis.sentinel.Sentinel(
+        settings.sentinel_addresses, sentinel_kwargs=_sentinel_options(settings)
+    )
+    client: redis.Redis = sentinel.master_for(
+        settings.redis_sentinel_master,
+        connection_class=_SentinelConnection,
+        db=settings.redis_db,
+        password=settings.redis_password,
+        **options,
+    )
+    return client
+
+
+def _async_client(settings: Settings, **options: Any) -> redis.asyncio.Redis:
+    """`_client` for asyncio."""
+    if not settings.redis_sentinels:
+        return redis.asyncio.Redis.from_url(settings.redis_dsn, **options)
+    sentinel = redis.asyncio.sentinel.Sentinel(
+        settings.sentinel_addresses, sentinel_kwargs=_sentinel_options(settings)
+    )
+    client: redis.asyncio.Redis = sentinel.master_for(
+        settings.redis_sentinel_master,
+        connection_class=_AsyncSentinelConnection,
+        db=settings.redis_db,
+        password=settings.redis_password,
+        **options,
+    )
+    return client
+
+
 def api_connection(settings: Settings) -> redis.Redis:
     """Connection for the API (and a worker's readiness beacon): fail fast, never hang.
 
@@ -147,8 +218,8 @@ def api_connection(settings: Settings) -> redis.Redis:
     dead, and the first command must get a fresh one instead of a 503. Timeouts are not retried,
     so a stalled Redis still costs one read timeout.
     """
-    return redis.Redis.from_url(
-        settings.redis_dsn,
+    return _client(
+        settings,
         socket_connect_timeout=0.5,
         socket_timeout=1.0,
         health_check_interval=10,
@@ -158,8 +229,8 @@ def api_connection(settings: Settings) -> redis.Redis:
 
 def api_async_connection(settings: Settings) -> redis.asyncio.Redis:
     """Async twin for /health, which must answer even while every pool thread is uploading."""
-    return redis.asyncio.Redis.from_url(
-        settings.redis_dsn,
+    return _async_client(
+        settings,
         socket_connect_timeout=0.5,
         socket_timeout=1.0,
         health_check_interval=10,
@@ -185,8 +256,8 @@ def worker_connection(settings: Settings) -> redis.Redis:
     away: a worker holds a loaded model and maybe a finished transcript, and dying in an outage
     would lose both. The job's own timeout still bounds how long a job can wait.
     """
-    return redis.Redis.from_url(
-        settings.redis_dsn,
+    return _client(
+        settings,
         socket_connect_timeout=2.0,
         socket_keepalive=True,
         health_check_interval=30,

@@ -30,6 +30,7 @@ from src.media.audio import AudioError
 from src.queue import job_queue
 from src.queue.recovery import mark_failed
 from src.records import task_store
+from src.records.redis_client import worker_connection
 from src.records.task_store import TaskRecord, utcnow
 from src.results import cache as result_cache
 from src.results import history, metrics, stats
@@ -164,7 +165,7 @@ def process_task(task_id: str) -> dict[str, Any]:
     ctx = current()
     settings, name = ctx.settings, ctx.name
     job = get_current_job()
-    conn: redis.Redis = job.connection if job else redis.Redis.from_url(settings.redis_dsn)
+    conn: redis.Redis = job.connection if job else worker_connection(settings)
     record = task_store.load(conn, task_id)
     if record is None:
         logger.warning(f"{name} task={task_id} skipped: task was deleted")

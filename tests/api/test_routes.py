@@ -10,15 +10,17 @@ from pathlib import Path
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from redis.sentinel import MasterNotFoundError
 from rq import Queue
 from rq.job import Job
 
 from src.api.main import create_app
 from src.config import Settings
+from src.records.redis_client import api_connection
 from src.records.task_store import TASK_ID_RE
 from tests.support.audio_samples import BAD_INPUTS, SPEECH_OGG, SPEECH_WAV, make_bad_input
 from tests.support.fixtures import make_settings
-from tests.support.processes import ROOT, RedisServer
+from tests.support.processes import ROOT, RedisServer, free_port
 
 SUBMIT = "/api/v1/asr/submit"
 
@@ -245,6 +247,22 @@ def test_every_endpoint_answers_503_json_while_redis_is_down(storage: Path, tmp_
             assert resp.json()["status"] == "queued"
         finally:
             server.stop()
+
+
+def test_no_master_from_the_sentinels_is_a_503_json(storage: Path):
+    """With REDIS_SENTINELS set the API asks them for the master; while none can name one (here
+    none answers; mid-failover none knows a live master) redis-py raises MasterNotFoundError."""
+    sentinels = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    settings = make_settings(free_port(), storage, redis_sentinels=sentinels)
+    with pytest.raises(MasterNotFoundError):
+        api_connection(settings).ping()
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        resp = submit(client, SPEECH_WAV)
+        assert resp.status_code == 503, resp.text
+        assert "error" in resp.json() and "Traceback" not in resp.text
+        assert client.get("/api/v1/asr/history").status_code == 503
+        health = client.get("/api/v1/health")
+        assert health.status_code == 503 and health.json()["redis_connected"] is False
 
 
 def test_openapi_documents_every_endpoint(client: TestClient):

@@ -73,11 +73,13 @@ class RedisServer:
         port: int | None = None,
         appendonly: bool = True,
         bind: str = "127.0.0.1",
+        replicaof: int | None = None,
     ) -> None:
         self.directory = directory
         self.port = port or free_port()
         self.appendonly = appendonly
         self.bind = bind  # more addresses, space-separated: "127.0.0.1 10.0.0.1"
+        self.replicaof = replicaof  # the port of a master on 127.0.0.1 to replicate
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -93,31 +95,40 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.directory.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [
-                binary,
-                str(ROOT / "deploy" / "redis" / "redis.conf"),
-                "--port",
-                str(self.port),
-                "--bind",
-                *self.bind.split(),
-                # another address is a test's private veth: let a namespace's worker in
-                "--protected-mode",
-                "yes" if self.bind == "127.0.0.1" else "no",
-                "--dir",
-                str(self.directory),
-                "--appendonly",
-                "yes" if self.appendonly else "no",
-                "--save",
-                "",
-                "--logfile",
-                str(self.directory / "redis.log"),
-            ],
+            self.arguments(binary),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         wait_for(self._ping, 10, what=f"redis-server on {self.port}")
         return self
+
+    def arguments(self, binary: str) -> list[str]:
+        """The deployment's redis.conf, copied: a sentinel that promotes a replica makes it
+        CONFIG REWRITE the file it was started with, which must not be the repository's."""
+        conf = self.directory / "redis.conf"
+        shutil.copyfile(ROOT / "deploy" / "redis" / "redis.conf", conf)
+        replica = ["--replicaof", "127.0.0.1", str(self.replicaof)] if self.replicaof else []
+        return [
+            binary,
+            str(conf),
+            "--port",
+            str(self.port),
+            "--bind",
+            *self.bind.split(),
+            # another address is a test's private veth: let a namespace's worker in
+            "--protected-mode",
+            "yes" if self.bind == "127.0.0.1" else "no",
+            "--dir",
+            str(self.directory),
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--save",
+            "",
+            "--logfile",
+            str(self.directory / "redis.log"),
+            *replica,
+        ]
 
     def _ping(self) -> bool:
         try:
@@ -134,6 +145,45 @@ class RedisServer:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+
+
+class SentinelServer(RedisServer):
+    """`redis-server --sentinel` (the same binary as the Debian redis-sentinel package runs)
+    watching the master on 127.0.0.1:`master_port` as `name`. Sentinel rewrites its config file
+    as it learns the topology, so each gets its own in `directory`."""
+
+    def __init__(
+        self,
+        directory: Path,
+        master_port: int,
+        name: str = "mymaster",
+        quorum: int = 2,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 3000,
+    ) -> None:
+        super().__init__(directory)
+        self.settings = [
+            f"sentinel monitor {name} 127.0.0.1 {master_port} {quorum}",
+            f"sentinel down-after-milliseconds {name} {down_after_ms}",
+            f"sentinel failover-timeout {name} {failover_timeout_ms}",
+            f"sentinel parallel-syncs {name} 1",
+        ]
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def arguments(self, binary: str) -> list[str]:
+        conf = self.directory / "sentinel.conf"
+        lines = [
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            f"dir {self.directory}",
+            f"logfile {self.directory / 'sentinel.log'}",
+            *self.settings,
+        ]
+        conf.write_text("\n".join(lines) + "\n")
+        return [binary, str(conf), "--sentinel"]
 
 
 def service_env(

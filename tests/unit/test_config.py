@@ -144,3 +144,18 @@ def test_the_openai_settings_are_checked(no_env_file: Path, monkeypatch: pytest.
 )
 def test_clients_see_the_models_id_or_its_directorys_name(storage: Path, model: str, name: str):
     assert make_settings(1, storage, asr_model=model).asr_model_name == name
+
+
+def test_sentinels_are_host_port_pairs_from_the_environment(
+    no_env_file: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("REDIS_SENTINELS", '["s1:26379", "10.0.0.2:26380", "[::1]:26381"]')
+    monkeypatch.setenv("REDIS_SENTINEL_PASSWORD", "")
+    settings = load_settings()
+    assert settings.sentinel_addresses == [("s1", 26379), ("10.0.0.2", 26380), ("::1", 26381)]
+    assert settings.redis_sentinel_password is None  # empty in .env means none
+    assert settings.redis_display == "sentinel://s1:26379,10.0.0.2:26380,[::1]:26381/mymaster/0"
+    with pytest.raises(SettingsError, match=r"REDIS_SENTINELS: .*host:port.*'s1'"):
+        load_settings(redis_sentinels=["s1"])
+    with pytest.raises(SettingsError, match=r"REDIS_SENTINELS: .*host:port.*'s1:99999'"):
+        load_settings(redis_sentinels=["s1:99999"])
