@@ -151,8 +151,8 @@ def test_a_death_across_a_redis_restart_is_not_counted(tmp_path: Path):
         queue = job_queue.get_queue(conn, settings)
         task_id = new_task(conn, settings, queue)
         start(conn, queue, task_id, Owner(name="worker-1", pid=dead_pid()))
-        # Redis's uptime is in whole seconds: start the job over a second before the restart.
-        time.sleep(1.5)
+        # Redis's uptime is in whole seconds: start the job well over a second before the restart.
+        time.sleep(2.5)
         server.stop(signal.SIGTERM)
         server.start()
         conn = server.client()
