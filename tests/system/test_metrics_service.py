@@ -114,8 +114,10 @@ def test_metrics_after_real_jobs_match_what_happened(
 
     busy = api.scrape()
     assert [api.result(t)["status"] for t in long_ids] == ["processing"] * 2, "too fast"
-    assert busy.value("asr_queue_depth", lane="normal") == 1 + SHORT_JOBS
-    assert 0 < busy.value("asr_queue_oldest_age_seconds", lane="normal") < 60
+    # Voice notes are in the high lane (the API runs with the default duration rule).
+    assert busy.value("asr_queue_depth", lane="high") == 1 + SHORT_JOBS
+    assert busy.value("asr_queue_depth", lane="normal") == 0
+    assert 0 < busy.value("asr_queue_oldest_age_seconds", lane="high") < 60
     # Beacons carry the running task; they are refreshed every 5 s.
     wait_for(lambda: api.scrape().value("asr_workers_busy") == 2, 15, 0.5, "2 busy workers")
 
@@ -136,8 +138,9 @@ def test_metrics_after_real_jobs_match_what_happened(
     assert {r: delta("asr_job_failures_total", reason=r) for r in FAILURE_REASONS} == {
         r: (1 if r == "recording_missing" else 0) for r in FAILURE_REASONS
     }
-    assert after.value("asr_queue_depth", lane="normal") == 0
-    assert after.value("asr_queue_oldest_age_seconds", lane="normal") == 0
+    for lane in ("high", "normal", "low"):
+        assert after.value("asr_queue_depth", lane=lane) == 0
+        assert after.value("asr_queue_oldest_age_seconds", lane=lane) == 0
 
     # Every job that started waited: the done ones and the doomed one.
     assert delta("asr_job_wait_seconds_count") == len(done_ids) + 1
