@@ -14,7 +14,9 @@ import importlib
 import io
 import logging
 import sys
-from types import ModuleType
+import threading
+from pathlib import Path
+from types import FrameType, ModuleType
 from typing import Literal, TypedDict
 
 from loguru import logger
@@ -23,6 +25,7 @@ from src.config import Settings
 
 LOG_FORMAT = "[{time:YYYY-MM-DD HH:mm:ss}] {level} {message}"
 Role = Literal["api", "worker", "script"]
+_LOGURU_HANDLER = str(Path("loguru", "_handler.py"))
 
 
 class _FileSinkOptions(TypedDict):
@@ -43,7 +46,24 @@ class _InterceptHandler(logging.Handler):
             level: str | int = logger.level(record.levelname).name
         except ValueError:
             level = record.levelno
+        if _inside_loguru():
+            # A signal handler (RQ's, on SIGTERM) interrupted this thread while loguru was writing
+            # a line. Its sinks are not re-entrant: they would refuse this line and print a
+            # traceback. A thread writes it as soon as the interrupted line is done.
+            log = logger.opt(exception=record.exc_info).log
+            threading.Thread(target=log, args=(level, record.getMessage())).start()
+            return
         logger.opt(depth=6, exception=record.exc_info).log(level, record.getMessage())
+
+
+def _inside_loguru() -> bool:
+    """Whether this thread's stack already holds a loguru sink call."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_filename.endswith(_LOGURU_HANDLER):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def setup_logging(settings: Settings, role: Role, name: str = "") -> None:
