@@ -90,11 +90,14 @@ def visible_gpus(environ: Mapping[str, str]) -> list[str]:
 
 def make_slots(count: int, gpus: list[str], prefix: str = "") -> list[Slot]:
     """PREFIXworker-1..N, pinned round-robin to `gpus` ("" = CPU). Each host of workers has its
-    own WORKER_NAME_PREFIX: names are unique across hosts, as RQ and the recovery need."""
-    return [
-        Slot(f"{prefix}worker-{i}", gpus[(i - 1) % len(gpus)] if gpus else "")
-        for i in range(1, count + 1)
-    ]
+    own WORKER_NAME_PREFIX: names are unique across hosts, as RQ and the recovery need. A pinned
+    worker's name ends in its GPU (worker-1-gpu0): `rq info` shows the name and the host, so an
+    operator sees which host and which GPU each worker holds."""
+    slots = []
+    for i in range(1, count + 1):
+        gpu = gpus[(i - 1) % len(gpus)] if gpus else ""
+        slots.append(Slot(f"{prefix}worker-{i}" + (f"-gpu{gpu}" if gpu else ""), gpu))
+    return slots
 
 
 def restart_delay(quick_exits: int) -> float:

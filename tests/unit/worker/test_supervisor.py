@@ -29,9 +29,13 @@ def test_workers_are_pinned_round_robin_to_the_listed_gpus():
     assert gpus == ["2", "5"]
     slots = supervisor.make_slots(3, gpus)
     assert [(s.name, s.gpu) for s in slots] == [
-        ("worker-1", "2"),
-        ("worker-2", "5"),
-        ("worker-3", "2"),
+        ("worker-1-gpu2", "2"),
+        ("worker-2-gpu5", "5"),
+        ("worker-3-gpu2", "2"),
+    ]
+    assert [s.name for s in supervisor.make_slots(2, [], "box2-")] == [
+        "box2-worker-1",
+        "box2-worker-2",
     ]
 
 
