@@ -11,12 +11,20 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from starlette.requests import HTTPConnection
 
 from src.api.errors import APIError
-from src.config import Settings, get_settings
+from src.config import Settings
 from src.queue.job_queue import Lanes, get_lanes
 from src.records.task_store import TASK_ID_PATTERN, is_valid_task_id
 from src.service.push import EventHub
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+def app_settings(request: HTTPConnection) -> Settings:
+    """The settings create_app was given. Not FastAPI's dependency_overrides: with any override
+    set, FastAPI analyses every dependency's signature again on every request."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(app_settings)]
 
 _bearer = HTTPBearer(auto_error=False, description="API_KEY as a bearer token")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API_KEY")

@@ -128,7 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(AccessLog)
     metrics.install(app)  # after the other middleware: it counts what they answer too
-    app.dependency_overrides[get_settings] = lambda: settings
+    app.state.settings = settings  # what SettingsDep reads (also before the lifespan runs)
     return app
 
 
