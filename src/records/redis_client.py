@@ -31,6 +31,9 @@ HISTORY_DRAIN_LOCK_KEY = f"{KEY_PREFIX}:history:drain-lock"
 AUDIO_INDEX_KEY = f"{KEY_PREFIX}:audio:index"
 # Recordings whose task is queued or running: retention skips them without loading the task.
 AUDIO_PINNED_KEY = f"{KEY_PREFIX}:audio:pinned"
+# Recordings whose job has ended (scored by upload time, as in the index): what retention may
+# remove. Reading it, not the whole index, keeps each pass as cheap with a backlog of thousands.
+AUDIO_RELEASED_KEY = f"{KEY_PREFIX}:audio:released"
 STATS_KEY = f"{KEY_PREFIX}:stats"
 JOB_SECONDS_KEY = f"{KEY_PREFIX}:stats:job_seconds"
 # What waits in the queue ({"jobs", "audio_seconds"}), refreshed by the workers' sweep.

@@ -3,7 +3,10 @@
 Files are `storage/recordings/{task_id}.{ext}` where task_id is `YYYY-MM-DD_NNN_<random>`, so the
 name carries the day and the day's sequence number. `asr:audio:index` (a sorted set scored by
 upload time) says which files exist and in what order; retention trims it from the oldest end but
-never removes the recording of a task that is still queued or running.
+never removes the recording of a task that is still queued or running. A recording is pinned
+while its task waits or runs and released (`asr:audio:released`, same scores) when the job ends:
+retention reads only released recordings older than the newest N, so a backlog of queued ones
+costs it nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import redis
 
 from src.config import Settings
 from src.records import task_store
-from src.records.redis_client import AUDIO_INDEX_KEY, AUDIO_PINNED_KEY
+from src.records.redis_client import AUDIO_INDEX_KEY, AUDIO_PINNED_KEY, AUDIO_RELEASED_KEY
 from src.vocabulary import TaskStatus
 
 CHUNK_SIZE = 1024 * 1024
@@ -126,11 +129,21 @@ def index_recording(conn: redis.Redis, name: str, uploaded_at: float | None = No
 def pin(conn: redis.Redis, name: str) -> None:
     """Its task is queued again (retry): keep the recording until the job ends."""
     conn.sadd(AUDIO_PINNED_KEY, name)
+    conn.zrem(AUDIO_RELEASED_KEY, name)
+
+
+# Released with its upload time from the index, in one step: a recording retention already
+# removed from the index is not released again.
+_RELEASE = """
+redis.call('SREM', KEYS[2], ARGV[1])
+local uploaded = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if uploaded then redis.call('ZADD', KEYS[3], uploaded, ARGV[1]) end
+"""
 
 
 def unpin(conn: redis.Redis, name: str) -> None:
     """Its job ended (done, failed, deleted): retention may now remove the recording."""
-    conn.srem(AUDIO_PINNED_KEY, name)
+    conn.eval(_RELEASE, 3, AUDIO_INDEX_KEY, AUDIO_PINNED_KEY, AUDIO_RELEASED_KEY, name)
 
 
 def task_id_of(name: str) -> str:
@@ -150,23 +163,37 @@ def enforce_retention(conn: redis.Redis, settings: Settings) -> list[str]:
     """Delete recordings beyond the newest MAX_RECORDINGS, oldest first; returns what went.
 
     ZREM decides who deletes a file, so concurrent callers never race on one file. A recording
-    whose task is queued or processing is skipped: deleting it would fail an accepted job. The
-    pinned set says which those are in one round trip, however long the backlog; the task
-    record is still read for each file about to go, so a missed unpin never costs a job.
+    whose task is queued or processing is skipped: deleting it would fail an accepted job. Only
+    released recordings are read, so the cost does not grow with the backlog; the task record
+    is still read for each file about to go, so a missed pin never costs a job.
     """
     removed: list[str] = []
-    surplus = conn.zrevrange(AUDIO_INDEX_KEY, settings.max_recordings, -1)
-    if not surplus:
+    newest_surplus = conn.zrevrange(
+        AUDIO_INDEX_KEY, settings.max_recordings, settings.max_recordings, withscores=True
+    )
+    if not newest_surplus:
         return removed
-    pinned = conn.smismember(AUDIO_PINNED_KEY, surplus)
-    for raw, is_pinned in zip(surplus, pinned, strict=True):
-        if is_pinned:
+    candidates = [
+        raw.decode() if isinstance(raw, bytes) else str(raw)
+        for raw in conn.zrangebyscore(AUDIO_RELEASED_KEY, "-inf", newest_surplus[0][1])
+    ]
+    if not candidates:
+        return removed
+    with conn.pipeline(transaction=False) as pipe:
+        for name in candidates:
+            pipe.zrevrank(AUDIO_INDEX_KEY, name)
+        ranks = pipe.execute()
+    for name, rank in zip(candidates, ranks, strict=True):
+        if rank is None:  # gone from the index (deleted): nothing left to release
+            conn.zrem(AUDIO_RELEASED_KEY, name)
             continue
-        name = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if rank < settings.max_recordings:  # a tie on the upload time: it is among the newest N
+            continue
         record = task_store.load(conn, task_id_of(name))
         if record is not None and record.status in (TaskStatus.QUEUED, TaskStatus.PROCESSING):
             continue
         if conn.zrem(AUDIO_INDEX_KEY, name):
+            conn.zrem(AUDIO_RELEASED_KEY, name)
             path = recording_path(settings, name)
             if path is not None:
                 path.unlink(missing_ok=True)
@@ -174,9 +201,26 @@ def enforce_retention(conn: redis.Redis, settings: Settings) -> list[str]:
     return removed
 
 
+def release_unpinned(conn: redis.Redis) -> int:
+    """Release the indexed recordings that are not pinned and not yet released: those of
+    finished tasks, stored by a version without the released set. Each worker runs it at its
+    start; a recording released by mistake is still kept while its task waits or runs."""
+    with conn.pipeline() as pipe:  # one snapshot of the three
+        pipe.zrange(AUDIO_INDEX_KEY, 0, -1, withscores=True)
+        pipe.smembers(AUDIO_PINNED_KEY)
+        pipe.zrange(AUDIO_RELEASED_KEY, 0, -1)
+        indexed, pinned, released = pipe.execute()
+    kept = pinned | set(released)
+    missing = {name: score for name, score in indexed if name not in kept}
+    if missing:
+        conn.zadd(AUDIO_RELEASED_KEY, missing)
+    return len(missing)
+
+
 def delete_recording(conn: redis.Redis, settings: Settings, name: str) -> bool:
     conn.zrem(AUDIO_INDEX_KEY, name)
     conn.srem(AUDIO_PINNED_KEY, name)
+    conn.zrem(AUDIO_RELEASED_KEY, name)
     path = recording_path(settings, name)
     if path is None:
         return False

@@ -52,6 +52,7 @@ from src.records.redis_client import (
 )
 from src.results import stats
 from src.service.callbacks import DeliveryFailed
+from src.uploads import recordings
 from src.worker.context import WorkerContext, bound
 from src.worker.startup import StartBeacon, load_when_possible
 
@@ -332,6 +333,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     for queue in lanes.ordered():
         if moved := job_queue.migrate_legacy_jobs(queue):
             logger.warning(f"{name} pointed {len(moved)} jobs of an earlier release at {JOB_FUNC}")
+    if released := recordings.release_unpinned(conn):
+        logger.info(f"{name} released {released} finished recordings for retention (older release)")
     readiness.start()
     try:
         worker.work(with_scheduler=False, logging_level=settings.log_level, burst=args.burst)

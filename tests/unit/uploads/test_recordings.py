@@ -13,7 +13,7 @@ import redis
 
 from src.config import Settings
 from src.records import task_store
-from src.records.redis_client import AUDIO_INDEX_KEY, AUDIO_PINNED_KEY
+from src.records.redis_client import AUDIO_INDEX_KEY, AUDIO_PINNED_KEY, AUDIO_RELEASED_KEY
 from src.records.task_store import TaskRecord, utcnow
 from src.uploads import recordings
 from src.vocabulary import TaskStatus
@@ -316,3 +316,61 @@ def test_retention_passes_over_a_queued_task_and_still_removes_older_finished_on
     task_store.save(conn, record)  # queued, but its pin was missed
     assert recordings.enforce_retention(conn, settings) == [oldest]
     assert queued in on_disk(settings)
+
+
+class ReadCounting(redis.Redis):
+    """A real connection that remembers the longest list any reply held."""
+
+    longest = 0
+
+    def parse_response(self, connection, command_name, **options):  # type: ignore[no-untyped-def]
+        reply = super().parse_response(connection, command_name, **options)
+        if isinstance(reply, list):
+            self.longest = max(self.longest, len(reply))
+        return reply
+
+
+def test_a_backlog_of_queued_recordings_costs_retention_nothing(conn: redis.Redis, storage: Path):
+    """It read every name beyond the newest N, pinned or not: with thousands of notes queued,
+    each submit paid for all of them. Now it reads only released recordings."""
+    settings = make_settings(6379, storage, max_recordings=3)
+    finished = stored(conn, settings, 4)  # the oldest four: their jobs have ended
+    for i in range(300):  # then a backlog of queued ones, all newer
+        recordings.index_recording(conn, f"2026-11-30_{i:03d}_{i:024x}.ogg", 2000.0 + i)
+    spy = ReadCounting(port=conn.connection_pool.connection_kwargs["port"])
+    assert sorted(recordings.enforce_retention(spy, settings)) == finished
+    assert spy.longest <= len(finished)
+    assert on_disk(settings) == []
+    assert conn.zcard(AUDIO_RELEASED_KEY) == 0
+
+
+def test_released_recordings_carry_their_upload_time_and_leave_with_a_pin_or_a_delete(
+    conn: redis.Redis, settings: Settings
+):
+    first, second = stored(conn, settings, 2)
+    assert conn.zrange(AUDIO_RELEASED_KEY, 0, -1, withscores=True) == [
+        (first.encode(), 998.0),
+        (second.encode(), 999.0),
+    ]
+    recordings.pin(conn, first)
+    recordings.delete_recording(conn, settings, second)
+    assert conn.zcard(AUDIO_RELEASED_KEY) == 0
+    conn.zrem(AUDIO_INDEX_KEY, first)  # retention took it meanwhile: not released again
+    recordings.unpin(conn, first)
+    assert conn.zcard(AUDIO_RELEASED_KEY) == 0
+
+
+def test_recordings_of_an_earlier_release_are_released_once_at_a_workers_start(
+    conn: redis.Redis, storage: Path
+):
+    """Stored before the released set existed: finished ones (not pinned) are released, and
+    retention can remove them; queued ones stay pinned."""
+    settings = make_settings(6379, storage, max_recordings=1)
+    names = stored(conn, settings, 4)
+    recordings.pin(conn, names[1])  # queued
+    conn.delete(AUDIO_RELEASED_KEY)  # as an earlier release left Redis
+    assert recordings.enforce_retention(conn, settings) == []
+    assert recordings.release_unpinned(conn) == 3
+    assert recordings.release_unpinned(conn) == 0
+    assert recordings.enforce_retention(conn, settings) == [names[0], names[2]]
+    assert on_disk(settings) == [names[1], names[3]]
