@@ -22,6 +22,8 @@ API_RSS_MB = 150.0
 WORKER_GROWTH_PCT = 5.0
 BURST_WAIT_S = 60.0
 GPU_RTF = (0.01, 0.05)
+OPEN_LOOP_RATE = 150.0  # voice notes per second with p99 <= 50 ms, no worker (issue 14)
+SUBMIT_CPU_MS = 3.0  # the API's CPU per submit
 
 
 def write(out: Path, result: Result) -> str:
@@ -108,6 +110,12 @@ def targets(result: Result) -> list[Target]:
         judge(
             words.submit(sub, cpus, SUBMIT_P99_MS), (sub.top.latency_ms.p99 or 0) <= SUBMIT_P99_MS
         )
+    if (ol := figs.openloop) and ol.runs:
+        idle = ol.runs[0]
+        best = idle.best.rate_per_s if idle.best else 0.0
+        judge(words.openloop_rate(idle, OPEN_LOOP_RATE), best >= OPEN_LOOP_RATE)
+        cpu = (idle.best or idle.levels[0]).api_cpu_ms_per_submit
+        judge(words.openloop_cpu(idle, SUBMIT_CPU_MS), cpu <= SUBMIT_CPU_MS)
     if ov := figs.overhead:
         judge(
             words.overhead(ov, OVERHEAD_MEDIAN_MS),

@@ -110,6 +110,46 @@ class SubmitFigure(Model):
         return max(self.levels, key=lambda r: r.concurrency)
 
 
+# The open-loop figure's bar: a voice note answered within this at the 99th percentile.
+P99_TARGET_MS = 50.0
+
+
+class RateLevel(Phase):
+    rate_per_s: float  # offered
+    seconds: float
+    sent: int
+    answered: int  # 200s
+    errors: int
+    error_samples: list[str]
+    achieved_per_s: float  # 200s per second of the level
+    latency_ms: Stats  # from the scheduled send time
+    api_cpu_ms_per_submit: float
+    redis_cpu_ms_per_submit: float
+    client_cpu_ms_per_submit: float  # the load generator itself, on the same 2 cores
+
+    @property
+    def p99(self) -> float:
+        return self.latency_ms.p99 if self.latency_ms.p99 is not None else float("inf")
+
+
+class OpenLoopRun(Model):
+    workers_busy: int  # worker processes transcribing the arrivals meanwhile
+    api_processes: int
+    levels: list[RateLevel]
+
+    @property
+    def best(self) -> RateLevel | None:
+        """The highest rate whose p99 stayed within the target, with no errors."""
+        fine = [lv for lv in self.levels if lv.errors == 0 and lv.p99 <= P99_TARGET_MS]
+        return max(fine, key=lambda lv: lv.rate_per_s, default=None)
+
+
+class OpenLoopFigure(Model):
+    clip: Clip
+    p99_target_ms: float = P99_TARGET_MS
+    runs: list[OpenLoopRun]
+
+
 class OverheadFigure(Phase):
     clip: Clip
     jobs: int
@@ -303,6 +343,7 @@ class BurstFigure(Phase):
 
 class Figures(Model):
     submit: SubmitFigure | None = None
+    openloop: OpenLoopFigure | None = None
     overhead: OverheadFigure | None = None
     throughput: ThroughputFigure | None = None
     engine: EngineFigure | None = None
@@ -320,6 +361,8 @@ class Config(Model):
 
     mode: str = "full"
     submit_levels: list[tuple[int, int]] = [(1, 50), (10, 20), (100, 3)]  # (clients, each)
+    openloop_rates: list[float] = [50, 100, 150, 200, 250, 300]  # voice notes per second
+    openloop_seconds: float = 10.0  # per rate
     overhead_jobs: int = 30
     throughput_clips: int = 24
     throughput_rounds: int = 2
@@ -338,7 +381,7 @@ class Config(Model):
     batching_sizes: list[int] = [4, 8]
     batching_rounds: int = 2
     quiet_s: float = 60.0
-    seeds: dict[str, int] = {"throughput": 3, "burst": 5, "batching": 7}
+    seeds: dict[str, int] = {"throughput": 3, "burst": 5, "batching": 7, "openloop": 11}
 
 
 class RunInfo(Model):

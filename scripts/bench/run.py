@@ -34,15 +34,25 @@ import tempfile
 import time
 from pathlib import Path
 
-from scripts.bench import batching, engine, report, service
+from scripts.bench import batching, engine, openloop, report, service
+from scripts.bench.client import Upload
 from scripts.bench.common import ROOT, hwm_mb, log, machine_info, rss_mb
 from scripts.bench.engine import EngineRun
-from scripts.bench.results import Config, Figures, MemoryFigure, Result, RunInfo
+from scripts.bench.results import (
+    Clip,
+    Config,
+    Figures,
+    MemoryFigure,
+    OpenLoopFigure,
+    OpenLoopRun,
+    Result,
+    RunInfo,
+)
 from scripts.bench.stack import Child, Stack, model_dirs, seeded_lengths, voice_note
 from tests.support.audio_samples import SPEECH_OGG
 
-FIGURES = ("submit", "overhead", "throughput", "engine", "batching", "memory", "burst")
-SERVICE_FIGURES = {"submit", "overhead", "throughput", "memory", "burst"}
+FIGURES = ("submit", "openloop", "overhead", "throughput", "engine", "batching", "memory", "burst")
+SERVICE_FIGURES = {"submit", "openloop", "overhead", "throughput", "memory", "burst"}
 
 
 # How a GPU box and a smoke run change the defaults (a smoke run also takes 1 worker and no wait).
@@ -58,7 +68,7 @@ SMOKE |= {
     "engine_reps_long": 1,
 }
 SMOKE |= {"batching_models": ["tiny"], "batching_clips": 4, "batching_sizes": [4], "quiet_s": 0}
-SMOKE |= {"batching_rounds": 1}
+SMOKE |= {"batching_rounds": 1, "openloop_rates": [20, 40], "openloop_seconds": 2.0}
 
 
 def make_config(args: argparse.Namespace) -> Config:
@@ -180,6 +190,11 @@ class Runner:
             if "submit" in only:
                 out.submit = service.submit(stack, note10, cfg.submit_levels, cfg.quiet_s)
                 mem.api_rss_mb_after_submit = out.submit.api_rss_mb_after
+            upload = Upload.of(note10)
+            clip = Clip(file=note10.name, seconds=10, bytes=upload.audio_bytes, codec="opus")
+            open_runs: list[OpenLoopRun] = []
+            if "openloop" in only:  # first with no worker: what the API alone sustains
+                open_runs.append(openloop.figure(stack, upload, cfg, 0))
 
             workers = stack.start_workers(cfg.workers)
             child = stack.start_child() if only & {"throughput", "engine", "batching"} else None
@@ -193,6 +208,9 @@ class Runner:
                 )
                 mem.direct_process_rss_mb_after_load = loaded["rss_mb"]
 
+            if "openloop" in only:  # then while every worker transcribes the arrivals
+                open_runs.append(openloop.figure(stack, upload, cfg, len(workers)))
+                out.openloop = OpenLoopFigure(clip=clip, runs=open_runs)
             if "overhead" in only:
                 out.overhead = service.overhead(stack, note10, cfg.overhead_jobs, cfg.quiet_s)
             tp_lengths, tp_files = self.clips(cfg.throughput_clips, "throughput")

@@ -123,8 +123,11 @@ class Child:
 class Stack:
     """Redis + API + workers (+ the engine child), all private to one benchmark run."""
 
-    def __init__(self, base: Path, models: dict[str, str], cpu_threads: int = 1) -> None:
+    def __init__(
+        self, base: Path, models: dict[str, str], cpu_threads: int = 1, api_processes: int = 1
+    ) -> None:
         self.base, self.models, self.cpu_threads = base, models, cpu_threads
+        self.api_processes = api_processes  # uvicorn --workers
         self.storage, self.logs = base / "storage", base / "out"
         self.redis_server: RedisServer | None = None
         self.api: ApiProcess | None = None
@@ -159,7 +162,8 @@ class Stack:
             TASK_TTL_SECONDS="3600",
             CUDA_VISIBLE_DEVICES="",
         )
-        self.api = ApiProcess(self.env, self.logs / "api.out", ("--log-level", "warning")).start()
+        args = ("--log-level", "warning", "--workers", str(self.api_processes))
+        self.api = ApiProcess(self.env, self.logs / "api.out", args).start()
         return self.api
 
     def start_workers(self, count: int) -> list[WorkerProcess]:
@@ -200,6 +204,32 @@ class Stack:
         procs = [self.redis_server and self.redis_server.proc, *(w.proc for w in self.workers)]
         pids = [os.getpid(), self.api.pid if self.api else 0, self.child.pid if self.child else 0]
         return [p for p in pids + [proc.pid for proc in procs if proc] if p]
+
+    def api_pids(self) -> list[int]:
+        """The API's process and its children (uvicorn's worker processes, when it has them)."""
+        if self.api is None:
+            return []
+        children = Path(f"/proc/{self.api.pid}/task/{self.api.pid}/children")
+        return [self.api.pid, *(int(p) for p in children.read_text().split())]
+
+    def redis_pid(self) -> int:
+        proc = self.redis_server.proc if self.redis_server else None
+        return proc.pid if proc else 0
+
+    def drop_queued(self, timeout: float = 60) -> None:
+        """Drop every queued job (the lanes' lists) and wait until no worker is busy: between
+        phases that run while workers do (a flush would take the workers' own keys too)."""
+        from rq import Worker
+
+        conn = self.conn()
+        for key in conn.scan_iter("rq:queue:*"):
+            if conn.type(key) == b"list":
+                conn.delete(key)
+        deadline = time.monotonic() + timeout
+        while any(w.get_state() == "busy" for w in Worker.all(connection=conn)):
+            if time.monotonic() > deadline:
+                raise TimeoutError("workers still busy after the queue was dropped")
+            time.sleep(0.1)
 
     def reset_queue_state(self) -> None:
         """Forget every task, job and recording (between phases that must not see each other)."""
