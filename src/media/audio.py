@@ -10,9 +10,11 @@ The functions are plain and stateless (thread-safe); the only global is PyAV's l
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -195,7 +197,11 @@ def verify(source: Source, *, max_duration_s: float | None = None) -> AudioInfo:
         stream, info = _inspect(container, head)
         _check_declared_duration(info, max_duration_s)
         if info.format_name == "ogg":
-            _demux_checked(container, stream, info, max_duration_s)
+            pages = _ogg_pages(source, info)
+            if pages is None:  # several logical streams, another codec, or a big file
+                _demux_checked(container, stream, info, max_duration_s)
+            else:
+                _pages_checked(container, stream, info, max_duration_s, pages)
         else:
             _decode(container, stream, info, max_duration_s, first_frame_only=False, keep=False)
         return info
@@ -536,16 +542,7 @@ def _decode(
         raise AudioError("empty", "The file contains no audio samples")
     _check_bad_packets(bad_packets, packets)
     samples = out.result()
-    declared = info.duration_s
-    if declared is not None:
-        decoded_s = len(samples) / SAMPLE_RATE if keep else counted_s
-        missing = declared - decoded_s
-        if decoded_s < declared * _TRUNCATED_FRACTION and missing > _TRUNCATED_MIN_MISSING_S:
-            raise AudioError(
-                "corrupt",
-                f"The audio file is truncated: it declares {format_duration(declared)} "
-                f"but only {format_duration(decoded_s)} could be decoded",
-            )
+    _check_truncated(info, len(samples) / SAMPLE_RATE if keep else counted_s, "decoded")
     return samples
 
 
@@ -588,15 +585,152 @@ def _demux_checked(
         raise AudioError("empty", "The file contains no audio samples")
     if not decoded:
         raise AudioError("corrupt", "The audio is damaged and none of it could be decoded")
+    _check_truncated(info, read_s, "read")
+
+
+def _check_truncated(info: AudioInfo, got_s: float, verb: str) -> None:
     declared = info.duration_s
-    if declared is not None:
-        missing = declared - read_s
-        if read_s < declared * _TRUNCATED_FRACTION and missing > _TRUNCATED_MIN_MISSING_S:
-            raise AudioError(
-                "corrupt",
-                f"The audio file is truncated: it declares {format_duration(declared)} "
-                f"but only {format_duration(read_s)} could be read",
-            )
+    if declared is None:
+        return
+    if got_s < declared * _TRUNCATED_FRACTION and declared - got_s > _TRUNCATED_MIN_MISSING_S:
+        raise AudioError(
+            "corrupt",
+            f"The audio file is truncated: it declares {format_duration(declared)} "
+            f"but only {format_duration(got_s)} could be {verb}",
+        )
+
+
+# Ogg's page CRC (RFC 3533: polynomial 0x04C11DB7, not reflected, initial value 0, no final
+# XOR) is zlib's CRC-32 of the bit-reversed bytes, bit-reversed: one C pass over each page,
+# where PyAV's demuxer made a Python packet object for every 20 ms of a voice note.
+_BITS_REVERSED = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
+_OGG_PAGE_HEAD = 27  # "OggS", version, flags, granule (8), serial (4), sequence (4), CRC (4), n
+_OGG_CONTINUED, _OGG_BOS = 0x01, 0x02  # header flags
+# Larger uploads are probed, not verified (src/service/submit.py); this bounds the read.
+_OGG_WALK_MAX_BYTES = 16 * 1024 * 1024
+
+
+def _ogg_crc(page: bytes) -> int:
+    crc = zlib.crc32(page.translate(_BITS_REVERSED), 0xFFFFFFFF) ^ 0xFFFFFFFF
+    return int(f"{crc:032b}"[::-1], 2)
+
+
+# Samples at 48 kHz of one Opus frame, by the TOC byte's configuration (RFC 6716, 3.1): SILK
+# 10/20/40/60 ms, hybrid 10/20 ms, CELT 2.5/5/10/20 ms.
+_OPUS_FRAME = (480, 960, 1920, 2880) * 3 + (480, 960) * 2 + (120, 240, 480, 960) * 4
+
+
+def _opus_samples(toc: int, second: int) -> int:
+    """A packet's length from its first bytes, as the demuxer reads it."""
+    frames = (1, 2, 2, second & 0x3F)[toc & 0x03]
+    return _OPUS_FRAME[toc >> 3] * frames
+
+
+@dataclass(frozen=True)
+class _OggPages:
+    """What a walk over an Ogg Opus file's pages found: good and damaged pages, and the audio
+    of the packets that start on good pages (what the demuxer hands the decoder)."""
+
+    good: int
+    damaged: int
+    audio_s: float
+
+
+def _ogg_pages(source: Source, info: AudioInfo) -> _OggPages | None:
+    """Walk the pages, checking each CRC as the demuxer does (a damaged page is skipped up to
+    the next capture pattern); None where the walk does not apply (Vorbis, whose packet
+    lengths need its setup header, several logical streams, a big file)."""
+    data = _small_file_bytes(source) if info.codec == "opus" else None
+    if data is None:
+        return None
+    good = damaged = samples = 0
+    serial: bytes | None = None
+    pos = data.find(b"OggS")
+    while pos != -1 and pos + _OGG_PAGE_HEAD <= len(data):
+        segments = data[pos + _OGG_PAGE_HEAD : pos + _OGG_PAGE_HEAD + data[pos + 26]]
+        end = pos + _OGG_PAGE_HEAD + len(segments) + sum(segments)
+        if end > len(data):  # cut short: the rest is missing
+            damaged += 1
+            break
+        page = data[pos:end]
+        stored = int.from_bytes(page[22:26], "little")
+        if page[4] != 0 or _ogg_crc(page[:22] + bytes(4) + page[26:]) != stored:
+            damaged += 1
+            pos = data.find(b"OggS", pos + 1)
+            continue
+        if (page[5] & _OGG_BOS and serial is not None) or page[14:18] != (serial or page[14:18]):
+            return None  # a second logical stream (multiplexed or chained): the demuxer's job
+        serial, good = page[14:18], good + 1
+        if page[6:14] != bytes(8):  # granule 0: the OpusHead and OpusTags pages
+            samples += _page_samples(page)
+        pos = end
+    return _OggPages(good=good, damaged=damaged, audio_s=samples / 48000)
+
+
+def _page_samples(page: bytes) -> int:
+    """Audio of the packets that start on this page (a packet continued from the page before
+    was counted there)."""
+    count = page[26]
+    at, starts, total = _OGG_PAGE_HEAD + count, not page[5] & _OGG_CONTINUED, 0
+    for lace in page[_OGG_PAGE_HEAD : _OGG_PAGE_HEAD + count]:
+        if starts and lace:
+            total += _opus_samples(page[at], page[at + 1] if lace > 1 else 0)
+        starts, at = lace < 255, at + lace
+    return total
+
+
+def _small_file_bytes(source: Source) -> bytes | None:
+    """The whole upload, when it is small enough to walk in memory (a caller's file object is
+    rewound after)."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return bytes(source) if len(source) <= _OGG_WALK_MAX_BYTES else None
+    if isinstance(source, str | os.PathLike):
+        path = os.fspath(source)
+        if os.stat(path).st_size > _OGG_WALK_MAX_BYTES:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+    if not source.seekable():
+        return None
+    source.seek(0)
+    data = source.read(_OGG_WALK_MAX_BYTES + 1)
+    source.seek(0)
+    return data if len(data) <= _OGG_WALK_MAX_BYTES else None
+
+
+def _pages_checked(
+    container: InputContainer,
+    stream: av.AudioStream,
+    info: AudioInfo,
+    max_duration_s: float | None,
+    pages: _OggPages,
+) -> None:
+    """`verify` for an Ogg Opus or Vorbis upload: the page walk finds what the demuxer's CRC
+    check finds, and only the first packets are decoded, to know the codec can read them."""
+    if not pages.damaged and pages.audio_s == 0:
+        raise AudioError("empty", "The file contains no audio samples")
+    if pages.damaged and pages.audio_s == 0:
+        raise AudioError("corrupt", "The audio is damaged and none of it could be decoded")
+    if max_duration_s is not None and pages.audio_s > max_duration_s:
+        raise _too_long(None, max_duration_s)
+    packets = 0
+    decoded = False
+    try:
+        for packet in container.demux(stream):
+            if not packet.size:
+                continue
+            packets += 1
+            with contextlib.suppress(av.FFmpegError):  # the next packets may decode
+                decoded = any(frame.samples for frame in packet.decode())
+            if decoded or packets >= _FIRST_SAMPLES_WITHIN:
+                break
+    except (av.FFmpegError, ValueError) as exc:
+        raise AudioError("corrupt", "The audio is damaged: part of it could not be read") from exc
+    if packets == 0:
+        raise AudioError("empty", "The file contains no audio samples")
+    if not decoded:
+        raise AudioError("corrupt", "The audio is damaged and none of it could be decoded")
+    _check_truncated(info, pages.audio_s, "read")
 
 
 def _check_bad_packets(bad_packets: int, packets: int) -> None:

@@ -484,3 +484,41 @@ def test_ogg_upload_check_reads_pages_and_agrees_with_a_full_decode(tmp_path: Pa
         checked = exc.reason
     assert checked == decoded
     assert (how == "bit_flips") == (checked == "corrupt")
+
+
+def _demuxed_seconds(path: Path) -> float:
+    """What PyAV's demuxer hands the decoder: the summed durations of the packets it keeps."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        ticks = sum(p.duration or 0 for p in container.demux(stream) if p.size)
+        return float(ticks * stream.time_base)
+
+
+@pytest.mark.parametrize("how", ["intact", "zeros_mid", "garbage_mid", "bit_flips", "truncated"])
+def test_the_ogg_page_walk_finds_the_audio_the_demuxer_keeps(tmp_path: Path, how: str):
+    """verify walks the pages itself (one CRC per page, the Opus packet lengths from their
+    first bytes) instead of a Python object per packet: it must count what FFmpeg keeps."""
+    path = tmp_path / f"{how}.ogg"
+    path.write_bytes(_damage(SPEECH_OGG.read_bytes(), how))
+    info = AudioInfo(
+        format_name="ogg",
+        codec="opus",
+        duration_s=None,
+        sample_rate=48000,
+        channels=1,
+        extension="ogg",
+    )
+    pages = audio._ogg_pages(path, info)
+    assert pages is not None
+    assert pages.audio_s == pytest.approx(_demuxed_seconds(path), abs=0.12)
+    assert (pages.damaged == 0) == (how == "intact")
+    if how == "intact":
+        assert pages.audio_s == pytest.approx(audio.probe(SPEECH_OGG).duration_s, abs=0.03)
+
+
+def test_the_page_walk_leaves_vorbis_and_other_streams_to_the_demuxer(good_files: dict[str, Path]):
+    vorbis = good_files["ogg_vorbis"]
+    assert audio._ogg_pages(vorbis, audio.probe(vorbis)) is None
+    audio.verify(vorbis)  # and the demuxer's check still passes it
