@@ -15,7 +15,7 @@ import time
 import httpx
 import numpy as np
 
-from scripts.bench import results
+from scripts.bench import client, results
 from scripts.bench.client import SUBMIT, Upload
 from scripts.bench.common import log, phase, proc_cpu_seconds
 from scripts.bench.results import OpenLoopRun, RateLevel
@@ -33,23 +33,27 @@ def arrivals(rate: float, seconds: float, seed: int) -> list[float]:
     return [float(t) for t in times[times < seconds]]
 
 
-async def _offer(url: str, upload: Upload, times: list[float]) -> list[tuple[float, int, str]]:
-    """(latency s from the scheduled time, status, error) per arrival."""
+async def _offer(
+    url: str, upload: Upload, times: list[float]
+) -> list[tuple[float, float, int, str]]:
+    """(latency s from the scheduled time, the client's own lag before it sent, status, error)
+    per arrival."""
     limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30.0) as client:
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30.0) as http:
         # Open the connections first, so the first arrivals do not pay for the handshakes.
-        await asyncio.gather(*(client.get("/api/v1/asr/queue/status") for _ in range(16)))
+        await asyncio.gather(*(http.get("/api/v1/asr/queue/status") for _ in range(16)))
         start = time.perf_counter() + 0.1
 
-        async def one(at: float) -> tuple[float, int, str]:
+        async def one(at: float) -> tuple[float, float, int, str]:
             due = start + at
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            lag = time.perf_counter() - due
             try:
-                resp = await client.post(SUBMIT, content=upload.body, headers=upload.headers)
+                resp = await http.post(SUBMIT, content=upload.body, headers=upload.headers)
             except httpx.HTTPError as exc:
-                return time.perf_counter() - due, 0, type(exc).__name__
+                return time.perf_counter() - due, lag, 0, type(exc).__name__
             error = "" if resp.status_code == 200 else resp.text[:120]
-            return time.perf_counter() - due, resp.status_code, error
+            return time.perf_counter() - due, lag, resp.status_code, error
 
         return list(await asyncio.gather(*(one(t) for t in times)))
 
@@ -60,6 +64,8 @@ def level(
     assert stack.api is not None and stack.redis_server is not None
     api_pids, redis_pid = stack.api_pids(), stack.redis_pid()
     times = arrivals(rate, seconds, seed)
+    api_log = stack.storage / "logs" / "asr_api.log"
+    offset = api_log.stat().st_size if api_log.exists() else 0
     with phase(stack.pids(), quiet_s) as measured:
         api0, redis0 = sum(map(proc_cpu_seconds, api_pids)), proc_cpu_seconds(redis_pid)
         own0 = time.process_time()
@@ -68,8 +74,13 @@ def level(
         wall = time.perf_counter() - t0
         api_s = sum(map(proc_cpu_seconds, api_pids)) - api0
         redis_s, own_s = proc_cpu_seconds(redis_pid) - redis0, time.process_time() - own0
-    ok = [lat for lat, status, _ in replies if status == 200]
-    bad = [f"{status} {error}" for _, status, error in replies if status != 200]
+    ok = [lat for lat, _, status, _ in replies if status == 200]
+    bad = [f"{status} {error}" for _, _, status, error in replies if status != 200]
+    # The API's own time per request, from its access log (written from a queue: wait for it).
+    deadline, server = time.monotonic() + 10, client.server_submit_ms(api_log, offset)
+    while len(server) < len(replies) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        server = client.server_submit_ms(api_log, offset)
     per = 1000.0 / max(1, len(replies))
     row = RateLevel(
         rate_per_s=rate,
@@ -80,13 +91,16 @@ def level(
         error_samples=sorted(set(bad))[:3],
         achieved_per_s=round(len(ok) / max(wall, 1e-6), 1),
         latency_ms=results.Stats.of(ok, 1000),
+        server_ms=results.Stats.of(server),
+        client_lag_ms=results.Stats.of([lag for _, lag, _, _ in replies], 1000),
         api_cpu_ms_per_submit=round(api_s * per, 2),
         redis_cpu_ms_per_submit=round(redis_s * per, 2),
         client_cpu_ms_per_submit=round(own_s * per, 2),
         **dict(measured),
     )
     log(
-        f"open loop {rate:g}/s: p50 {row.latency_ms.p50} p99 {row.latency_ms.p99} ms, "
+        f"open loop {rate:g}/s: p50 {row.latency_ms.p50} p99 {row.latency_ms.p99} ms "
+        f"(API's own p99 {row.server_ms.p99}, client lag p99 {row.client_lag_ms.p99}), "
         f"errors {row.errors}, API {row.api_cpu_ms_per_submit} ms CPU/submit"
     )
     return row

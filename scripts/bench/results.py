@@ -123,6 +123,8 @@ class RateLevel(Phase):
     error_samples: list[str]
     achieved_per_s: float  # 200s per second of the level
     latency_ms: Stats  # from the scheduled send time
+    server_ms: Stats  # the API's own time, from its access log
+    client_lag_ms: Stats  # how late the load generator itself sent (its share of latency_ms)
     api_cpu_ms_per_submit: float
     redis_cpu_ms_per_submit: float
     client_cpu_ms_per_submit: float  # the load generator itself, on the same 2 cores
