@@ -269,15 +269,19 @@ def peer_burst(url: str, uploads: Sequence[Upload], timeout: float = 3600) -> li
 
 
 class HealthPoller:
-    """GET a health URL every `interval` s from a thread with its own client, while a burst runs
-    in the main thread: how long a load balancer's probe waits, and whether it fails."""
+    """A probe every `interval` s, on schedule whether or not the previous one was answered (as
+    a load balancer's), from a thread with its own event loop and client while the burst runs in
+    the main thread: how long a probe arriving at any moment waits, and whether it fails. One
+    probe at a time would sample a stalled server only once per stall."""
 
     def __init__(self, url: str, interval: float, timeout: float = 60) -> None:
         self.url, self.interval, self.timeout = url, interval, timeout
         self.latencies: list[float] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="health-poller", daemon=True)
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._poll()), name="health-poller", daemon=True
+        )
 
     def __enter__(self) -> HealthPoller:
         self._thread.start()
@@ -287,20 +291,31 @@ class HealthPoller:
         self._stop.set()
         self._thread.join(self.timeout + 5)
 
-    def _poll(self) -> None:
-        with httpx.Client(timeout=self.timeout) as http:
+    async def _probe(self, http: httpx.AsyncClient) -> None:
+        t0 = time.perf_counter()
+        try:
+            status = (await http.get(self.url)).status_code
+        except httpx.HTTPError as exc:
+            self.errors.append(type(exc).__name__)
+            return
+        if status == 200:
+            self.latencies.append(time.perf_counter() - t0)
+        else:
+            self.errors.append(str(status))
+
+    async def _poll(self) -> None:
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=8)
+        async with httpx.AsyncClient(timeout=self.timeout, limits=limits) as http:
+            probes: set[asyncio.Task[None]] = set()
+            next_at = time.perf_counter()
             while not self._stop.is_set():
-                t0 = time.perf_counter()
-                try:
-                    status = http.get(self.url).status_code
-                except httpx.HTTPError as exc:
-                    self.errors.append(type(exc).__name__)
-                else:
-                    if status == 200:
-                        self.latencies.append(time.perf_counter() - t0)
-                    else:
-                        self.errors.append(str(status))
-                self._stop.wait(max(0.0, self.interval - (time.perf_counter() - t0)))
+                task = asyncio.create_task(self._probe(http))
+                probes.add(task)
+                task.add_done_callback(probes.discard)
+                next_at += self.interval
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            if probes:  # the probes still waiting when the burst ended count too
+                await asyncio.wait(probes)
 
 
 # --- the two sides ------------------------------------------------------------------------------

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 from starlette.datastructures import UploadFile
@@ -17,6 +20,7 @@ from starlette.requests import Request
 from scripts.bench.client import Finished, Submitted
 from scripts.bench.peer import (
     PEER_MODEL,
+    HealthPoller,
     _ours_times,
     peer_upload,
     ratio,
@@ -116,3 +120,42 @@ def test_ours_times_pairs_send_with_finished_at_and_counts_each_lost_clip_once()
 
     assert times == [(100.0, 101.5)]
     assert errors == ["failed: bad audio", "submit 503 queue full", "not done before the timeout"]
+
+
+class _Stalls(BaseHTTPRequestHandler):
+    """Answers 200, but the first request takes 0.5 s: one request at a time, as funasr-server's
+    event loop while it decodes a clip."""
+
+    first = True
+
+    def do_GET(self) -> None:
+        if _Stalls.first:
+            _Stalls.first = False
+            time.sleep(0.5)
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass  # no access log on the test's stderr
+
+
+class _Serial(HTTPServer):
+    """One request at a time, with room for the probes queued behind a stall."""
+
+    request_queue_size = 64
+
+
+def test_health_poller_keeps_probing_a_stalled_server_and_times_every_probe() -> None:
+    server = _Serial(("127.0.0.1", 0), _Stalls)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        with HealthPoller(f"http://127.0.0.1:{server.server_port}/health", 0.05) as poller:
+            time.sleep(0.7)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert poller.errors == []
+    assert len(poller.latencies) >= 10  # ~14 probes fired on schedule, stall or not
+    assert max(poller.latencies) >= 0.45  # the first probe waited out the stall
+    assert sum(1 for x in poller.latencies if x >= 0.2) >= 3  # and the ones queued behind it
