@@ -16,6 +16,7 @@ process. funasr-server has no thread option: AutoModel calls torch.set_num_threa
 ncpu from its kwargs, default 4, whatever OMP_NUM_THREADS says. Its kwargs are the model dir's
 config.yaml merged with the caller's, so the peer gets a dir of links to the same files whose
 config.yaml adds `ncpu: 1` (`threads_overlay`); our workers pass ncpu=ASR_CPU_THREADS=1.
+`--peer-threads 0` runs the model dir as it is instead: funasr-server as it ships (4 threads).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from scripts.bench.client import Finished, Submitted, Upload
 from scripts.bench.common import ROOT, hwm_mb, log, phase, proc_cpu_seconds
 from scripts.bench.results import Model, Phase, Stats
 from scripts.bench.stack import Stack, model_dirs, seeded_lengths, voice_note
+from src.config import DEFAULT_BATCH_JOBS_CPU
 from tests.support.processes import free_port
 
 TRANSCRIBE = "/v1/audio/transcriptions"
@@ -54,6 +56,7 @@ OURS_HEALTH = "/api/v1/health"
 PEER_MODEL = "custom"
 SMOKE_CLIPS, SMOKE_LENGTHS = 6, (5, 10)  # as run.py's smoke burst
 FULL_LENGTHS = (5, 30)
+DEFAULT_NCPU = 4  # AutoModel's ncpu when neither the caller nor config.yaml sets it
 SEED = 5  # run.py's burst seed: the same clip lengths as figure 5
 
 NOTES = [
@@ -63,10 +66,10 @@ NOTES = [
     "ours decodes each upload with PyAV to 16 kHz at submit and in the worker; the peer writes "
     "the upload to a temp file and FunASR reads it (torchaudio, else soundfile, else ffmpeg)",
     "ours: {workers} worker processes x 1 torch thread (ASR_CPU_THREADS=1, ASR_BATCH_JOBS="
-    "{batch_jobs}); peer: one process x 1 torch thread (ncpu: 1 in a linked copy of the model "
-    "dir's config.yaml, as funasr-server has no thread option); neither sets OMP_NUM_THREADS",
-    "the peer decodes one request at a time inside its event loop, so at most one core works "
-    "and its /health waits behind the clip being decoded; ours keeps the API process free",
+    "{batch_jobs}); peer: one process x {peer_threads}; neither sets OMP_NUM_THREADS",
+    "the peer decodes one request at a time inside its event loop, in arrival order: clips queue "
+    "behind each other, and so does a /health probe, behind every request that came before it; "
+    "ours answers the submit at once and leaves the decoding to the worker processes",
     "time to transcript: ours = the task record's finished_at (server clock) - the client's "
     "send time; the peer = the HTTP request's latency (it answers with the transcript)",
     "funasr-server runs with uvicorn's access log and FunASR's tqdm bar per request, as it "
@@ -99,7 +102,8 @@ class PeerSide(Phase):
 class PeerFigure(Model):
     clips: int
     lengths_s: dict[str, int]  # min, max, sum, seed
-    threads_per_process: int
+    threads_per_process: int  # ours: ASR_CPU_THREADS
+    peer_threads: int  # funasr-server's torch threads (FunASR's default ncpu is 4)
     health_interval_ms: float
     ours: PeerSide
     peer: PeerSide
@@ -143,7 +147,9 @@ class PeerServer:
     """`python -m funasr.bin.server` (the `funasr-server` console script) as a real process."""
 
     def __init__(self, asr_dir: Path, work: Path, threads: int = 1) -> None:
-        self.model_dir = threads_overlay(asr_dir, work / "asr-model", threads)
+        """`threads` 0: the model dir as it is, so FunASR's default (4 threads)."""
+        overlay = work / "asr-model"
+        self.model_dir = threads_overlay(asr_dir, overlay, threads) if threads else asr_dir
         self.log_path, self.port = work / "funasr-server.out", free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -452,22 +458,32 @@ def run(
     interval: float = 0.075,
     quiet_s: float = 30.0,
     models: dict[str, str] | None = None,
+    peer_threads: int = 1,
 ) -> PeerFigure:
     """Both servers, one after the other, on the same clips; each has the machine to itself.
-    `batch_jobs` 0 is the service's own default (by device); `models` from stack.model_dirs."""
+    `batch_jobs` 0 is the service's own default (by device); `models` from stack.model_dirs;
+    `peer_threads` 0 runs funasr-server with FunASR's default threads (4)."""
     models = models or model_dirs("tiny")
     lengths = seeded_lengths(clips, *lengths_range, seed)
     files = [voice_note(s, work / "clips") for s in lengths]
     log(f"peer figure: {clips} clips ({sum(lengths)} s of audio); ours first")
     ours = measure_ours(models, files, work, workers, batch_jobs, interval, quiet_s)
     log(f"ours: {ours.done}/{clips} in {ours.wall_s_all_done} s; funasr-server next")
-    peer = measure_peer(models["asr"], files, work, 1, interval, quiet_s)
+    peer = measure_peer(models["asr"], files, work, peer_threads, interval, quiet_s)
     log(f"funasr-server: {peer.done}/{clips} in {peer.wall_s_all_done} s")
-    facts = {"workers": workers, "batch_jobs": batch_jobs, "warmup": f"ours {workers} jobs, peer 1"}
+    jobs = f"{batch_jobs}" if batch_jobs else f"0, the default: {DEFAULT_BATCH_JOBS_CPU} on CPU"
+    facts = {"workers": workers, "batch_jobs": jobs, "warmup": f"ours {workers} jobs, peer 1"}
+    facts["peer_threads"] = (
+        f"{peer_threads} torch thread(s) (ncpu: {peer_threads} in a linked copy of the model "
+        "dir's config.yaml, as funasr-server has no thread option)"
+        if peer_threads
+        else f"{DEFAULT_NCPU} torch threads (FunASR's default ncpu, funasr-server as it ships)"
+    )
     return PeerFigure(
         clips=clips,
         lengths_s={"min": min(lengths), "max": max(lengths), "sum": sum(lengths), "seed": seed},
         threads_per_process=1,
+        peer_threads=peer_threads or DEFAULT_NCPU,
         health_interval_ms=round(interval * 1000, 1),
         ours=ours,
         peer=peer,
@@ -483,6 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="our worker processes (2)")
     p.add_argument("--batch-jobs", type=int, default=0, help="our ASR_BATCH_JOBS (0: by device)")
     p.add_argument("--interval", type=float, default=0.075, help="health poll interval (s)")
+    p.add_argument(
+        "--peer-threads", type=int, default=1, help="funasr-server's torch threads (0: as shipped)"
+    )
     p.add_argument("--quiet", type=float, default=30.0, help="max wait for a quiet machine (s)")
     p.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     args = p.parse_args(argv)
@@ -494,7 +513,15 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="asr-bench-peer-"))
     try:
         figure = run(
-            work, clips, lengths, SEED, args.workers, args.batch_jobs, args.interval, quiet
+            work,
+            clips,
+            lengths,
+            SEED,
+            args.workers,
+            args.batch_jobs,
+            args.interval,
+            quiet,
+            peer_threads=args.peer_threads,
         )
     finally:
         if args.keep:
