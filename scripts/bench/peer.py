@@ -371,9 +371,10 @@ def measure_ours(
         t0 = time.perf_counter()
         stack.run_jobs(uploads[:1] * workers, workers, 600)
         warmup = time.perf_counter() - t0
-        pids = {"api": api.pid, **{w.name: w.proc.pid for w in stack.workers if w.proc}}
-        assert stack.redis_server is not None and stack.redis_server.proc is not None
-        pids["redis"] = stack.redis_server.proc.pid
+        api_pids = stack.api_pids()  # one process unless Stack runs uvicorn --workers
+        pids = {"api" if p == api.pid else f"api-{p}": p for p in api_pids}
+        pids |= {w.name: w.proc.pid for w in stack.workers if w.proc}
+        pids["redis"] = stack.redis_pid()
         with phase(stack.pids(), quiet_s) as measured:
             cpu0 = sum(proc_cpu_seconds(p) for p in pids.values())
             with HealthPoller(api.url + OURS_HEALTH, interval) as health:
