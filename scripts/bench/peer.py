@@ -43,7 +43,7 @@ import httpx
 
 from scripts.bench.client import Finished, Submitted, Upload
 from scripts.bench.common import ROOT, hwm_mb, log, phase, proc_cpu_seconds
-from scripts.bench.results import Model, Phase, Stats
+from scripts.bench.results import PeerFigure, PeerSide, Stats
 from scripts.bench.stack import Stack, model_dirs, seeded_lengths, voice_note
 from src.config import DEFAULT_BATCH_JOBS_CPU
 from tests.support.processes import free_port
@@ -78,37 +78,6 @@ NOTES = [
     "each server got a warm-up ({warmup}) before the burst: the first decode in a fresh "
     "process pays one-off imports",
 ]
-
-
-class PeerSide(Phase):
-    """One server under the burst."""
-
-    name: str
-    clips: int
-    done: int
-    errors: int
-    error_samples: list[str]
-    warmup_s: float
-    wall_s_all_done: float | None  # first send to last transcript
-    transcript_ms: Stats  # send -> transcript, per clip
-    health_ms: Stats  # the separate health poller's latencies while the burst ran
-    health_errors: int
-    rss_mb: dict[str, float | None]  # peak (VmHWM) per server process
-    rss_mb_total: float
-    cpu_s: float  # CPU seconds of the server processes during the burst
-    text_sample: str | None
-
-
-class PeerFigure(Model):
-    clips: int
-    lengths_s: dict[str, int]  # min, max, sum, seed
-    threads_per_process: int  # ours: ASR_CPU_THREADS
-    peer_threads: int  # funasr-server's torch threads (FunASR's default ncpu is 4)
-    health_interval_ms: float
-    ours: PeerSide
-    peer: PeerSide
-    ratio_all_done: float | None  # peer / ours: above 1, ours transcribes the burst sooner
-    notes: list[str]
 
 
 def ratio(peer: float | None, ours: float | None) -> float | None:

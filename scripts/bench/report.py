@@ -24,6 +24,8 @@ BURST_WAIT_S = 60.0
 GPU_RTF = (0.01, 0.05)
 OPEN_LOOP_RATE = 150.0  # voice notes per second with p99 <= 50 ms, no worker (issue 14)
 SUBMIT_CPU_MS = 3.0  # the API's CPU per submit
+PEER_RATIO = 3.0  # funasr-server's time until a burst is done / ours
+HEALTH_P99_MS = 100.0  # /health while that burst runs
 
 
 def write(out: Path, result: Result) -> str:
@@ -116,6 +118,10 @@ def targets(result: Result) -> list[Target]:
         judge(words.openloop_rate(idle, OPEN_LOOP_RATE), best >= OPEN_LOOP_RATE)
         cpu = (idle.best or idle.levels[0]).api_cpu_ms_per_submit
         judge(words.openloop_cpu(idle, SUBMIT_CPU_MS), cpu <= SUBMIT_CPU_MS)
+    if (pf := figs.peer) and pf.ratio_all_done is not None:
+        judge(words.peer_ratio(pf, PEER_RATIO), pf.ratio_all_done >= PEER_RATIO)
+        health = pf.ours.health_ms.p99
+        judge(words.peer_health(pf, HEALTH_P99_MS), health is not None and health < HEALTH_P99_MS)
     if ov := figs.overhead:
         judge(
             words.overhead(ov, OVERHEAD_MEDIAN_MS),

@@ -152,6 +152,37 @@ class OpenLoopFigure(Model):
     runs: list[OpenLoopRun]
 
 
+class PeerSide(Phase):
+    """One server under the burst."""
+
+    name: str
+    clips: int
+    done: int
+    errors: int
+    error_samples: list[str]
+    warmup_s: float
+    wall_s_all_done: float | None  # first send to last transcript
+    transcript_ms: Stats  # send -> transcript, per clip
+    health_ms: Stats  # the separate health poller's latencies while the burst ran
+    health_errors: int
+    rss_mb: dict[str, float | None]  # peak (VmHWM) per server process
+    rss_mb_total: float
+    cpu_s: float  # CPU seconds of the server processes during the burst
+    text_sample: str | None
+
+
+class PeerFigure(Model):
+    clips: int
+    lengths_s: dict[str, int]  # min, max, sum, seed
+    threads_per_process: int  # ours: ASR_CPU_THREADS
+    peer_threads: int  # funasr-server's torch threads (FunASR's default ncpu is 4)
+    health_interval_ms: float
+    ours: PeerSide
+    peer: PeerSide
+    ratio_all_done: float | None  # peer / ours: above 1, ours transcribes the burst sooner
+    notes: list[str]
+
+
 class OverheadFigure(Phase):
     clip: Clip
     jobs: int
@@ -346,6 +377,7 @@ class BurstFigure(Phase):
 class Figures(Model):
     submit: SubmitFigure | None = None
     openloop: OpenLoopFigure | None = None
+    peer: PeerFigure | None = None
     overhead: OverheadFigure | None = None
     throughput: ThroughputFigure | None = None
     engine: EngineFigure | None = None
@@ -365,6 +397,7 @@ class Config(Model):
     submit_levels: list[tuple[int, int]] = [(1, 50), (10, 20), (100, 3)]  # (clients, each)
     openloop_rates: list[float] = [50, 100, 150, 200, 250, 300]  # voice notes per second
     openloop_seconds: float = 10.0  # per rate
+    peer_clips: int = 100  # the burst both this service and funasr-server get
     overhead_jobs: int = 30
     throughput_clips: int = 24
     throughput_rounds: int = 2

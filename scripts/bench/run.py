@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scripts.bench import batching, engine, openloop, report, service
+from scripts.bench import batching, engine, openloop, peer, report, service
 from scripts.bench.client import Upload
 from scripts.bench.common import ROOT, hwm_mb, log, machine_info, rss_mb
 from scripts.bench.engine import EngineRun
@@ -51,7 +51,17 @@ from scripts.bench.results import (
 from scripts.bench.stack import Child, Stack, model_dirs, seeded_lengths, voice_note
 from tests.support.audio_samples import SPEECH_OGG
 
-FIGURES = ("submit", "openloop", "overhead", "throughput", "engine", "batching", "memory", "burst")
+FIGURES = (
+    "submit",
+    "openloop",
+    "peer",
+    "overhead",
+    "throughput",
+    "engine",
+    "batching",
+    "memory",
+    "burst",
+)
 SERVICE_FIGURES = {"submit", "openloop", "overhead", "throughput", "memory", "burst"}
 
 
@@ -69,6 +79,7 @@ SMOKE |= {
 }
 SMOKE |= {"batching_models": ["tiny"], "batching_clips": 4, "batching_sizes": [4], "quiet_s": 0}
 SMOKE |= {"batching_rounds": 1, "openloop_rates": [20, 40], "openloop_seconds": 2.0}
+SMOKE |= {"peer_clips": 6}
 
 
 def make_config(args: argparse.Namespace) -> Config:
@@ -156,7 +167,11 @@ class Runner:
         self.args, self.cfg, self.only, self.work = args, cfg, only, work
         self.clips_dir, self.out = work / "clips", Figures()
         cache = args.model_cache or (ROOT / "tests" / ".cache" / "models")
-        tiny = only & SERVICE_FIGURES or cfg.engine_size == "tiny" or "tiny" in cfg.batching_models
+        tiny = (
+            only & (SERVICE_FIGURES | {"peer"})
+            or cfg.engine_size == "tiny"
+            or "tiny" in cfg.batching_models
+        )
         self.tiny = model_dirs("tiny", cache) if tiny else {}
         full = "engine" in only and cfg.engine_size == "full"
         self.full = (
@@ -169,14 +184,24 @@ class Runner:
 
     def figures(self) -> Figures:
         if self.only & SERVICE_FIGURES:
-            self.service()
-        else:
+            self.service()  # and the engine figures, once the service is stopped
+        elif self.only & {"engine", "batching"}:
             child = Child({**os.environ, "PYTHONUNBUFFERED": "1"}, self.work / "out").start()
             try:
                 log(f"engine child ready (import {child.wait_ready()['import_s']} s)")
                 self.engine(child, [child.pid])
             finally:
                 child.stop()
+        if "peer" in self.only:  # its own processes, once the others are gone
+            lengths = (5, 10) if self.cfg.mode == "smoke" else peer.FULL_LENGTHS
+            self.out.peer = peer.run(
+                self.work / "peer",
+                self.cfg.peer_clips,
+                lengths,
+                self.cfg.seeds["burst"],
+                quiet_s=self.cfg.quiet_s,
+                models=self.tiny,
+            )
         return self.out
 
     def service(self) -> None:
