@@ -17,7 +17,7 @@ from scripts.bench.results import BatchingFigure, EngineFigure, Extra, Result, R
 # The issue's targets for these 2-core machines, and the design's (owner's GPU box) ones.
 SUBMIT_P99_MS = 50.0
 OVERHEAD_MEDIAN_MS = 30.0
-THROUGHPUT_RATIO = 0.9
+THROUGHPUT_RATIO = 0.97  # the lowest round, not the best (issue 14)
 API_RSS_MB = 150.0
 WORKER_GROWTH_PCT = 5.0
 BURST_WAIT_S = 60.0
@@ -128,7 +128,7 @@ def targets(result: Result) -> list[Target]:
             (ov.server_overhead_ms.p50 or 0) <= OVERHEAD_MEDIAN_MS,
         )
     if tp := figs.throughput:
-        judge(words.throughput(tp, THROUGHPUT_RATIO), tp.ratio_1_worker >= THROUGHPUT_RATIO)
+        judge(words.throughput(tp, THROUGHPUT_RATIO), min(tp.ratio_per_round) >= THROUGHPUT_RATIO)
     if mem := figs.memory:
         judge(words.api_rss(mem, API_RSS_MB), (mem.api_hwm_mb or 0) <= API_RSS_MB)
         if leak := mem.leak_check:
