@@ -1,4 +1,8 @@
-"""Annotated dependencies, so routes read like `def result(task_id: TaskId, conn: RedisDep)`."""
+"""Annotated dependencies, so routes read like `def result(task_id: TaskId, conn: RedisDep)`.
+
+Each is `async def` although none waits: FastAPI runs a plain `def` dependency in its thread
+pool, one hand-off per dependency per request, and under load those hand-offs cost the API more
+CPU than the dependencies themselves."""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from src.records.task_store import TASK_ID_PATTERN, is_valid_task_id
 from src.service.push import EventHub
 
 
-def app_settings(request: HTTPConnection) -> Settings:
+async def app_settings(request: HTTPConnection) -> Settings:
     """The settings create_app was given. Not FastAPI's dependency_overrides: with any override
     set, FastAPI analyses every dependency's signature again on every request."""
     settings: Settings = request.app.state.settings
@@ -38,7 +42,7 @@ def key_accepted(settings: Settings, given: str | None) -> bool:
     return bool(given) and hmac.compare_digest((given or "").encode(), expected.encode())
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     header: Annotated[str | None, Security(_header)],
@@ -56,7 +60,7 @@ def websocket_key(websocket: WebSocket) -> str | None:
     return websocket.headers.get("x-api-key") or bearer or websocket.query_params.get("api_key")
 
 
-def get_events(request: HTTPConnection) -> EventHub:
+async def get_events(request: HTTPConnection) -> EventHub:
     hub: EventHub = request.app.state.events  # started by the lifespan in src/api/main.py
     return hub
 
@@ -64,7 +68,7 @@ def get_events(request: HTTPConnection) -> EventHub:
 EventsDep = Annotated[EventHub, Depends(get_events)]
 
 
-def get_redis(request: HTTPConnection) -> redis.Redis:
+async def get_redis(request: HTTPConnection) -> redis.Redis:
     conn: redis.Redis = request.app.state.redis  # set by the lifespan in src/api/main.py
     return conn
 
@@ -72,14 +76,14 @@ def get_redis(request: HTTPConnection) -> redis.Redis:
 RedisDep = Annotated[redis.Redis, Depends(get_redis)]
 
 
-def get_rq_lanes(conn: RedisDep, settings: SettingsDep) -> Lanes:
+async def get_rq_lanes(conn: RedisDep, settings: SettingsDep) -> Lanes:
     return get_lanes(conn, settings)
 
 
 LanesDep = Annotated[Lanes, Depends(get_rq_lanes)]
 
 
-def valid_task_id(
+async def valid_task_id(
     task_id: Annotated[
         str,
         Path(

@@ -374,10 +374,10 @@ async def task_events(websocket: WebSocket, task_id: str) -> None:
     try:
         if not key_accepted(websocket.app.state.settings, websocket_key(websocket)):
             raise errors.APIError(401, "Missing or invalid API key")
-        valid_task_id(task_id)
-        conn = get_redis(websocket)
-        lanes = get_rq_lanes(conn, websocket.app.state.settings)
-        changes = tasks.follow(get_events(websocket), conn, lanes, task_id)
+        await valid_task_id(task_id)
+        conn = await get_redis(websocket)
+        lanes = await get_rq_lanes(conn, websocket.app.state.settings)
+        changes = tasks.follow(await get_events(websocket), conn, lanes, task_id)
         audio, retry = url(websocket, "audio", task_id), url(websocket, "retry", task_id)
         sent = await until_disconnect(websocket, changes, lambda v: TaskResult.of(v, audio, retry))
     except Exception as exc:
