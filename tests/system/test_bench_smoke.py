@@ -41,6 +41,8 @@ def test_bench_smoke_writes_every_figure(tmp_path: Path):
     assert run["versions"]["funasr"] and run["versions"]["rq"]
     assert set(figs) == {
         "submit",
+        "openloop",
+        "peer",
         "overhead",
         "throughput",
         "engine",
@@ -55,6 +57,21 @@ def test_bench_smoke_writes_every_figure(tmp_path: Path):
         assert level["server_ms"]["n"] == level["requests"]  # every submit in the access log
     assert figs["submit"]["upload_check"]["full_decode_ms"] > 0
     assert all("ready_workers_scan_ms" in s for s in figs["submit"]["retention_scan"])
+
+    runs = figs["openloop"]["runs"]
+    assert [r["workers_busy"] for r in runs] == [0, 1]
+    for r in runs:
+        assert [lv["rate_per_s"] for lv in r["levels"]] == [20, 40]
+        for lv in r["levels"]:
+            assert lv["errors"] == 0 and lv["answered"] == lv["sent"] > 0
+            assert lv["latency_ms"]["p99"] is not None and lv["api_cpu_ms_per_submit"] > 0
+            assert lv["server_ms"]["n"] == lv["sent"]  # every submit in the access log
+
+    peer = figs["peer"]
+    for side in (peer["ours"], peer["peer"]):
+        assert side["done"] == peer["clips"] == 6 and side["errors"] == 0
+        assert side["health_ms"]["n"] > 0 and side["wall_s_all_done"] > 0
+    assert peer["ratio_all_done"] > 0
 
     ov = figs["overhead"]
     assert ov["jobs"] >= 1 and ov["server_overhead_ms"]["p50"] is not None
