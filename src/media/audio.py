@@ -581,11 +581,16 @@ def _demux_checked(
     except (av.FFmpegError, ValueError) as exc:
         raise AudioError("corrupt", "The audio is damaged: part of it could not be read") from exc
     read_s = float(read_ticks * time_base) if time_base is not None else 0.0
+    _check_decodable(packets, decoded)
+    _check_truncated(info, read_s, "read")
+
+
+def _check_decodable(packets: int, decoded: bool) -> None:
+    """The Ogg checks' verdict on the packets read: none at all, or none the codec could decode."""
     if packets == 0:
         raise AudioError("empty", "The file contains no audio samples")
     if not decoded:
         raise AudioError("corrupt", "The audio is damaged and none of it could be decoded")
-    _check_truncated(info, read_s, "read")
 
 
 def _check_truncated(info: AudioInfo, got_s: float, verb: str) -> None:
@@ -705,8 +710,8 @@ def _pages_checked(
     max_duration_s: float | None,
     pages: _OggPages,
 ) -> None:
-    """`verify` for an Ogg Opus or Vorbis upload: the page walk finds what the demuxer's CRC
-    check finds, and only the first packets are decoded, to know the codec can read them."""
+    """`verify` for an Ogg Opus upload: the page walk finds what the demuxer's CRC check
+    finds, and only the first packets are decoded, to know the codec can read them."""
     if not pages.damaged and pages.audio_s == 0:
         raise AudioError("empty", "The file contains no audio samples")
     if pages.damaged and pages.audio_s == 0:
@@ -726,10 +731,7 @@ def _pages_checked(
                 break
     except (av.FFmpegError, ValueError) as exc:
         raise AudioError("corrupt", "The audio is damaged: part of it could not be read") from exc
-    if packets == 0:
-        raise AudioError("empty", "The file contains no audio samples")
-    if not decoded:
-        raise AudioError("corrupt", "The audio is damaged and none of it could be decoded")
+    _check_decodable(packets, decoded)
     _check_truncated(info, pages.audio_s, "read")
 
 
