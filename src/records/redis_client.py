@@ -8,7 +8,9 @@ Sentinel client) and finds the new one after a failover; the timeouts and retrie
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -18,6 +20,7 @@ import redis.asyncio.sentinel
 import redis.sentinel
 from loguru import logger
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.client import Pipeline
 from redis.retry import Retry
 
 from src.config import Settings
@@ -80,6 +83,51 @@ REDIS_ERRORS: tuple[type[Exception], ...] = (
     redis.exceptions.ReadOnlyError,
     redis.exceptions.OutOfMemoryError,  # noeviction and full: refuse new work, keep the old
 )
+
+
+class Script:
+    """A Lua script run by its SHA1 (EVALSHA): a call sends the hash, not the body.
+
+    Redis forgets its scripts when it restarts (or on SCRIPT FLUSH); a call it answers NOSCRIPT
+    runs again by the body (EVAL, which caches it): one round trip more, once per Redis start.
+    Not redis-py's `register_script`: in a pipeline it asks SCRIPT EXISTS before each execute,
+    a round trip per pipeline, and it loads a missing script with a round trip of its own.
+    The keys a script derives from its arguments (not in KEYS) are fine on one Redis, Sentinel
+    included, and would not be on a Redis Cluster, which this service does not use.
+    """
+
+    def __init__(self, body: str) -> None:
+        self.body = body
+        self.sha = hashlib.sha1(body.encode(), usedforsecurity=False).hexdigest()
+
+    def __call__(self, conn: redis.Redis, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
+        try:
+            return conn.evalsha(self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return conn.eval(self.body, len(keys), *keys, *args)
+
+    def queue(self, pipe: Pipeline, keys: Sequence[str], args: Sequence[Any] = ()) -> None:
+        """Add a call to a pipeline without MULTI, run by `run_batch`; `settle` its reply."""
+        pipe.evalsha(self.sha, len(keys), *keys, *args)
+
+    def settle(
+        self, conn: redis.Redis, reply: Any, keys: Sequence[str], args: Sequence[Any] = ()
+    ) -> Any:
+        """The reply of a `queue`d call, the script run by its body if Redis did not know it."""
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            return conn.eval(self.body, len(keys), *keys, *args)
+        return reply
+
+
+def run_batch(pipe: Pipeline) -> list[Any]:
+    """Execute a pipeline without MULTI (one round trip) whose scripts were added by
+    `Script.queue`: their NOSCRIPT replies stay in place for `Script.settle`, and any other
+    error is raised, as `execute` would."""
+    replies: list[Any] = pipe.execute(raise_on_error=False)
+    for reply in replies:
+        if isinstance(reply, Exception) and not isinstance(reply, redis.exceptions.NoScriptError):
+            raise reply
+    return replies
 
 
 def decoded(raw: bytes | str) -> str:
