@@ -19,10 +19,17 @@ from pathlib import Path
 from typing import BinaryIO
 
 import redis
+from redis.client import Pipeline
 
 from src.config import Settings
-from src.records import task_store
-from src.records.redis_client import AUDIO_INDEX_KEY, AUDIO_PINNED_KEY, AUDIO_RELEASED_KEY
+from src.records.redis_client import (
+    AUDIO_INDEX_KEY,
+    AUDIO_PINNED_KEY,
+    AUDIO_RELEASED_KEY,
+    Script,
+    decoded,
+    task_key,
+)
 from src.vocabulary import TaskStatus
 
 CHUNK_SIZE = 1024 * 1024
@@ -159,45 +166,80 @@ def find_in_index(conn: redis.Redis, task_id: str) -> str | None:
     return None
 
 
+# Retention's whole pass in one step (one round trip, atomic): the recordings to remove, taken
+# off the index and the released set. Only released recordings older than the newest N are read;
+# a tie on the upload time keeps one among the newest N; one whose task is queued or processing
+# is kept all the same (a missed pin never costs a job), and so is one whose record cannot be
+# read; one already gone from the index leaves the released set too.
+# KEYS: the index, the released set; ARGV: N, the task key prefix, the two waiting statuses.
+_RETAIN = Script(
+    """
+local keep = tonumber(ARGV[1])
+local surplus = redis.call('ZREVRANGE', KEYS[1], keep, keep, 'WITHSCORES')
+local removed = {}
+if #surplus == 0 then return removed end
+for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', surplus[2])) do
+  local rank = redis.call('ZREVRANK', KEYS[1], name)
+  if not rank then
+    redis.call('ZREM', KEYS[2], name)
+  elseif rank >= keep then
+    local raw = redis.call('GET', ARGV[2] .. (string.match(name, '^(.*)%.') or name))
+    local waiting = false
+    if raw and raw ~= '' then
+      local ok, record = pcall(cjson.decode, raw)
+      waiting = not ok or type(record) ~= 'table' or record.status == nil
+        or record.status == ARGV[3] or record.status == ARGV[4]
+    end
+    if not waiting then
+      redis.call('ZREM', KEYS[1], name)
+      redis.call('ZREM', KEYS[2], name)
+      table.insert(removed, name)
+    end
+  end
+end
+return removed
+"""
+)
+
+
+def _retention_call(settings: Settings) -> tuple[list[str], list[object]]:
+    waiting = [TaskStatus.QUEUED.value, TaskStatus.PROCESSING.value]
+    return [AUDIO_INDEX_KEY, AUDIO_RELEASED_KEY], [settings.max_recordings, task_key(""), *waiting]
+
+
 def enforce_retention(conn: redis.Redis, settings: Settings) -> list[str]:
     """Delete recordings beyond the newest MAX_RECORDINGS, oldest first; returns what went.
 
-    ZREM decides who deletes a file, so concurrent callers never race on one file. A recording
-    whose task is queued or processing is skipped: deleting it would fail an accepted job. Only
-    released recordings are read, so the cost does not grow with the backlog; the task record
-    is still read for each file about to go, so a missed pin never costs a job.
+    The script's ZREM decides who deletes a file, so concurrent callers never race on one file.
+    A recording whose task is queued or processing is skipped: deleting it would fail an
+    accepted job. Only released recordings are read, so the cost does not grow with the
+    backlog; the task record is still read for each file about to go, so a missed pin never
+    costs a job. One round trip, and the script runs as one step inside Redis.
     """
-    removed: list[str] = []
-    newest_surplus = conn.zrevrange(
-        AUDIO_INDEX_KEY, settings.max_recordings, settings.max_recordings, withscores=True
-    )
-    if not newest_surplus:
-        return removed
-    candidates = [
-        raw.decode() if isinstance(raw, bytes) else str(raw)
-        for raw in conn.zrangebyscore(AUDIO_RELEASED_KEY, "-inf", newest_surplus[0][1])
-    ]
-    if not candidates:
-        return removed
-    with conn.pipeline(transaction=False) as pipe:
-        for name in candidates:
-            pipe.zrevrank(AUDIO_INDEX_KEY, name)
-        ranks = pipe.execute()
-    for name, rank in zip(candidates, ranks, strict=True):
-        if rank is None:  # gone from the index (deleted): nothing left to release
-            conn.zrem(AUDIO_RELEASED_KEY, name)
-            continue
-        if rank < settings.max_recordings:  # a tie on the upload time: it is among the newest N
-            continue
-        record = task_store.load(conn, task_id_of(name))
-        if record is not None and record.status in (TaskStatus.QUEUED, TaskStatus.PROCESSING):
-            continue
-        if conn.zrem(AUDIO_INDEX_KEY, name):
-            conn.zrem(AUDIO_RELEASED_KEY, name)
-            path = recording_path(settings, name)
-            if path is not None:
-                path.unlink(missing_ok=True)
-            removed.append(name)
+    keys, args = _retention_call(settings)
+    return _remove_files(settings, _RETAIN(conn, keys, args))
+
+
+def queue_retention(pipe: Pipeline, settings: Settings) -> None:
+    """`enforce_retention` as one command of a pipeline run by `run_batch` (a submit's last
+    round trip); `retention_done` takes its reply."""
+    keys, args = _retention_call(settings)
+    _RETAIN.queue(pipe, keys, args)
+
+
+def retention_done(conn: redis.Redis, settings: Settings, reply: object) -> list[str]:
+    """The files of a queued retention pass removed; returns what went."""
+    keys, args = _retention_call(settings)
+    return _remove_files(settings, _RETAIN.settle(conn, reply, keys, args))
+
+
+def _remove_files(settings: Settings, names: list[bytes | str]) -> list[str]:
+    """Delete the files retention took out of the index (each by the one caller that did)."""
+    removed = [decoded(raw) for raw in names]
+    for name in removed:
+        path = recording_path(settings, name)
+        if path is not None:
+            path.unlink(missing_ok=True)
     return removed
 
 

@@ -13,7 +13,12 @@ import redis
 
 from src.config import Settings
 from src.records import task_store
-from src.records.redis_client import AUDIO_INDEX_KEY, AUDIO_PINNED_KEY, AUDIO_RELEASED_KEY
+from src.records.redis_client import (
+    AUDIO_INDEX_KEY,
+    AUDIO_PINNED_KEY,
+    AUDIO_RELEASED_KEY,
+    task_key,
+)
 from src.records.task_store import TaskRecord, utcnow
 from src.uploads import recordings
 from src.vocabulary import TaskStatus
@@ -374,3 +379,42 @@ def test_recordings_of_an_earlier_release_are_released_once_at_a_workers_start(
     assert recordings.release_unpinned(conn) == 0
     assert recordings.enforce_retention(conn, settings) == [names[0], names[2]]
     assert on_disk(settings) == [names[1], names[3]]
+
+
+def test_of_recordings_uploaded_at_the_same_time_retention_keeps_the_newest_n(
+    conn: redis.Redis, storage: Path
+):
+    """A tie on the upload time at the N-th place: one of the two is among the newest N."""
+    settings = make_settings(6379, storage, max_recordings=1)
+    names = stored(conn, settings, 2)
+    conn.zadd(AUDIO_INDEX_KEY, dict.fromkeys(names, 500.0))
+    conn.zadd(AUDIO_RELEASED_KEY, dict.fromkeys(names, 500.0))
+    removed = recordings.enforce_retention(conn, settings)
+    assert len(removed) == 1 and on_disk(settings) == sorted(set(names) - set(removed))
+    kept = sorted(set(names) - set(removed))
+    assert (
+        conn.zrange(AUDIO_INDEX_KEY, 0, -1)
+        == conn.zrange(AUDIO_RELEASED_KEY, 0, -1)
+        == [kept[0].encode()]
+    )
+
+
+def test_a_recording_whose_task_record_cannot_be_read_is_kept(conn: redis.Redis, storage: Path):
+    """Retention deletes a file only once it knows the task is not waiting for it."""
+    settings = make_settings(6379, storage, max_recordings=1)
+    old, _ = stored(conn, settings, 2)
+    conn.set(task_key(recordings.task_id_of(old)), b"{not json")
+    assert recordings.enforce_retention(conn, settings) == []
+    conn.set(task_key(recordings.task_id_of(old)), b'["a list"]')
+    assert recordings.enforce_retention(conn, settings) == []
+    conn.set(task_key(recordings.task_id_of(old)), b'{"task_id": "no status: queued"}')
+    assert recordings.enforce_retention(conn, settings) == []
+    assert old in on_disk(settings)
+
+
+def test_retention_runs_on_a_redis_that_forgot_its_script(conn: redis.Redis, storage: Path):
+    settings = make_settings(6379, storage, max_recordings=1)
+    old, new = stored(conn, settings, 2)
+    conn.script_flush()  # as after a Redis restart
+    assert recordings.enforce_retention(conn, settings) == [old]
+    assert on_disk(settings) == [new]
