@@ -33,9 +33,11 @@ from src.records.redis_client import (
     CLAIMERS_KEY,
     IN_HAND_KEY,
     READY_WORKERS_KEY,
+    Script,
     claimed_key,
     decoded,
     publish_beacon,
+    run_batch,
     task_key,
     withdraw_beacon,
     worker_key,
@@ -217,14 +219,8 @@ class Place:
         return sum(self.ahead.values()) + 1
 
 
-def place(lanes: Lanes, job_id: str) -> Place | None:
-    """The job's place (one round trip), None once a worker has it. It is looked for in every
-    lane, since promotion moves jobs up."""
-    with lanes[Priority.NORMAL].connection.pipeline(transaction=False) as pipe:
-        for queue in lanes.ordered():
-            pipe.lpos(queue.key, job_id)
-            pipe.llen(queue.key)
-        replies = pipe.execute()
+def _place_from(replies: list[Any]) -> Place | None:
+    """The place from each lane's LPOS and LLEN, highest lane first; None once a worker has it."""
     ahead: dict[Priority, int] = {}
     for priority, index, length in zip(Priority, replies[0::2], replies[1::2], strict=True):
         if index is not None:
@@ -232,6 +228,59 @@ def place(lanes: Lanes, job_id: str) -> Place | None:
             return Place(lane=priority, ahead=ahead)
         ahead[priority] = int(length)
     return None
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """A job's place and what its wait estimate needs, read in one round trip (`read_outlook`);
+    a submit's answer used to read them in five."""
+
+    place: Place | None
+    workers: int
+    throughput: tuple[float, float] | None
+    backlog: dict[str, dict[str, float]]
+
+    def wait(self, audio_seconds: float | None) -> int:
+        """`estimated_wait` for this job, `audio_seconds` long."""
+        ahead = self.place.ahead if self.place else {}
+        return wait_estimate(ahead, self.workers, audio_seconds, self.throughput, self.backlog)
+
+
+def read_outlook(pipe: Pipeline, lanes: Lanes, job_id: str) -> None:
+    """The reads of `outlook` added to a pipeline run by `run_batch`; `outlook_from` takes
+    their OUTLOOK_REPLIES replies. The job is looked for in every lane, since promotion moves
+    jobs up."""
+    for queue in lanes.ordered():
+        pipe.lpos(queue.key, job_id)
+        pipe.llen(queue.key)
+    _READY.queue(pipe, [READY_WORKERS_KEY], [worker_key("")])
+    stats.read_throughput(pipe)
+    pipe.get(BACKLOG_KEY)
+
+
+OUTLOOK_REPLIES = 2 * len(Priority) + 3
+
+
+def outlook_from(conn: redis.Redis, replies: list[Any]) -> Outlook:
+    """The outlook from the replies of `read_outlook` (`conn` runs a script Redis forgot)."""
+    if len(replies) != OUTLOOK_REPLIES:
+        raise ValueError(f"an outlook is {OUTLOOK_REPLIES} replies, not {len(replies)}")
+    *places, ready, timed, backlog = replies
+    names = _READY.settle(conn, ready, [READY_WORKERS_KEY], [worker_key("")])
+    return Outlook(
+        place=_place_from(places),
+        workers=len(names),
+        throughput=stats.throughput(timed),
+        backlog=json.loads(backlog) if backlog else {},
+    )
+
+
+def outlook(conn: redis.Redis, lanes: Lanes, job_id: str) -> Outlook:
+    """The job's place (None once a worker has it), the ready workers, recent throughput and
+    the lanes' backlog, in one round trip."""
+    with conn.pipeline(transaction=False) as pipe:
+        read_outlook(pipe, lanes, job_id)
+        return outlook_from(conn, run_batch(pipe))
 
 
 # Move a job that waited long enough up to another lane, its RQ origin with it, and wake a worker.
@@ -398,13 +447,23 @@ def withdraw_readiness(conn: redis.Redis, name: str) -> None:
     withdraw_beacon(conn, READY_WORKERS_KEY, name, worker_key(name))
 
 
+# The workers in the index whose beacon is still there (not expired), in one step.
+# KEYS: the index; ARGV: the beacon key prefix.
+_READY = Script(
+    """
+local ready = {}
+for _, name in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if redis.call('STRLEN', ARGV[1] .. name) > 0 then table.insert(ready, name) end
+end
+return ready
+"""
+)
+
+
 def ready_workers(conn: redis.Redis) -> list[str]:
-    """Names of workers whose readiness beacon (model loaded) has not expired."""
-    # Without WITHSCORES the reply holds members only (redis-py's type also allows pairs).
-    members = cast("list[bytes | str]", conn.zrange(READY_WORKERS_KEY, 0, -1))
-    names = [decoded(raw) for raw in members]
-    beacons = conn.mget([worker_key(name) for name in names]) if names else []
-    return [name for name, beacon in zip(names, beacons, strict=True) if beacon]
+    """Names of workers whose readiness beacon (model loaded) has not expired: one round trip,
+    not a read of the index and then one of the beacons."""
+    return [decoded(raw) for raw in _READY(conn, [READY_WORKERS_KEY], [worker_key("")])]
 
 
 def estimated_wait(
@@ -419,13 +478,24 @@ def estimated_wait(
     that lane's mean audio per job (the workers' sweep keeps that figure), and a second of audio
     costs what recent jobs cost per second of audio, batched passes shared among their jobs.
     """
-    jobs_ahead = sum(ahead.values())
     seen = stats.recent_throughput(conn)
+    raw = conn.get(BACKLOG_KEY) if seen is not None else None
+    backlog = json.loads(raw) if raw else {}
+    return wait_estimate(ahead, workers, audio_seconds, seen, backlog)
+
+
+def wait_estimate(
+    ahead: Mapping[Priority, int],
+    workers: int,
+    audio_seconds: float | None,
+    seen: tuple[float, float] | None,
+    backlog: Mapping[str, Mapping[str, float]],
+) -> int:
+    """`estimated_wait` from figures already read: recent throughput and the lanes' backlog."""
+    jobs_ahead = sum(ahead.values())
     if seen is None:
         return math.ceil((jobs_ahead + 1) * DEFAULT_JOB_SECONDS / max(workers, 1))
     per_job, per_audio_second = seen
-    raw = conn.get(BACKLOG_KEY)
-    backlog = json.loads(raw) if raw else {}
     work = 0.0
     for lane, count in ahead.items():
         figures = backlog.get(lane.value, {})

@@ -53,7 +53,17 @@ def record_job(conn: redis.Redis, busy_seconds: float, audio_seconds: float) -> 
 def recent_throughput(conn: redis.Redis) -> tuple[float, float] | None:
     """(worker seconds per job, worker seconds per audio second) over the last
     JOB_SECONDS_KEPT jobs; None before any job finished."""
-    pairs = [decoded(raw).split(":") for raw in conn.lrange(JOB_SECONDS_KEY, 0, -1)]
+    return throughput(conn.lrange(JOB_SECONDS_KEY, 0, -1))
+
+
+def read_throughput(pipe: redis.client.Pipeline) -> None:
+    """`recent_throughput` as one command of a pipeline; `throughput` takes its reply."""
+    pipe.lrange(JOB_SECONDS_KEY, 0, -1)
+
+
+def throughput(timed: list[bytes | str]) -> tuple[float, float] | None:
+    """`recent_throughput` from the reply of its LRANGE."""
+    pairs = [decoded(raw).split(":") for raw in timed]
     if not pairs:
         return None
     busy = sum(float(b) for b, _ in pairs)

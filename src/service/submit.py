@@ -21,7 +21,7 @@ from src.media.audio import SUPPORTED_FORMATS, AudioError, AudioInfo, probe, ver
 from src.queue import job_queue
 from src.queue.job_queue import Lanes, Place
 from src.records import task_store
-from src.records.redis_client import REDIS_ERRORS, task_key
+from src.records.redis_client import REDIS_ERRORS, run_batch, task_key
 from src.records.task_store import TaskRecord, utcnow
 from src.results import cache as result_cache
 from src.results import history, stats
@@ -115,8 +115,7 @@ def submit(
             task_id=task_id, status=record.status, position=0, estimated_wait=0, cached=True
         )
         return Submitted(**answer.model_dump(), filename=record.filename, size=stored.size)
-    _trim_recordings(conn, settings)
-    queued = queued_answer(conn, lanes, task_id, stored.info.duration_s)
+    queued = _trim_and_answer(conn, lanes, settings, task_id, stored.info.duration_s)
     return Submitted(**queued.model_dump(), filename=record.filename, size=stored.size)
 
 
@@ -274,10 +273,10 @@ def _replay(conn: redis.Redis, lanes: Lanes, held: _Held, claim: dedup.Claim | N
 
 
 def standing(
-    lanes: Lanes, task_id: str, status: TaskStatus
+    status: TaskStatus, where: Place | None
 ) -> tuple[TaskStatus, int | None, Place | None]:
-    """The status and position a client is shown for a task whose record says `status`, and its
-    place in the lanes while it waits.
+    """The status and position a client is shown for a task whose record says `status` and
+    whose job is at `where` in the lanes (None: on no lane).
 
     A queued task is either n-th in line across the lanes (position n >= 1: the jobs in higher
     lanes count as ahead of it) or a worker already has it: a worker took it off its lane, or a
@@ -286,7 +285,6 @@ def standing(
     A finished task has no position.
     """
     if status == TaskStatus.QUEUED:
-        where = job_queue.place(lanes, task_id)
         if where is not None:
             return status, where.position, where
         status = TaskStatus.PROCESSING
@@ -297,14 +295,16 @@ def queued_answer(
     conn: redis.Redis, lanes: Lanes, task_id: str, audio_seconds: float | None
 ) -> Queued:
     """The submit/retry answer: where the job stands and how long it should take."""
-    status, pos, where = standing(lanes, task_id, TaskStatus.QUEUED)
-    workers = len(job_queue.ready_workers(conn))
-    ahead = where.ahead if where else {}
+    return _answer(task_id, job_queue.outlook(conn, lanes, task_id), audio_seconds)
+
+
+def _answer(task_id: str, seen: job_queue.Outlook, audio_seconds: float | None) -> Queued:
+    status, pos, where = standing(TaskStatus.QUEUED, seen.place)
     return Queued(
         task_id=task_id,
         status=status,
         position=pos or 0,
-        estimated_wait=job_queue.estimated_wait(conn, ahead, workers, audio_seconds),
+        estimated_wait=seen.wait(audio_seconds),
         priority=where.lane if where else None,
     )
 
@@ -322,7 +322,16 @@ def _undo_submit(conn: redis.Redis, settings: Settings, task_id: str, name: str)
         logger.error(f"task={task_id} could not be rolled back in Redis; it was never enqueued")
 
 
-def _trim_recordings(conn: redis.Redis, settings: Settings) -> None:
-    removed = recordings.enforce_retention(conn, settings)
+def _trim_and_answer(
+    conn: redis.Redis, lanes: Lanes, settings: Settings, task_id: str, audio_seconds: float | None
+) -> Queued:
+    """Retention's pass and the answer's reads in one pipeline: the submit's last round trip.
+    Retention runs first, as it did when it was a step of its own."""
+    with conn.pipeline(transaction=False) as pipe:
+        recordings.queue_retention(pipe, settings)
+        job_queue.read_outlook(pipe, lanes, task_id)
+        retained, *seen = run_batch(pipe)
+    removed = recordings.retention_done(conn, settings, retained)
     if removed:
         logger.info(f"retention removed {len(removed)} recording(s): {', '.join(removed)}")
+    return _answer(task_id, job_queue.outlook_from(conn, seen), audio_seconds)

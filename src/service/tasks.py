@@ -29,13 +29,14 @@ def view(conn: redis.Redis, lanes: Lanes, task_id: str) -> TaskView:
     record = task_store.load(conn, task_id)
     if record is None:
         raise TaskNotFound(task_id=task_id)
-    status, position, where = standing(lanes, task_id, record.status)
+    # While it waits, its place and its wait estimate's figures are read in one round trip.
+    seen = job_queue.outlook(conn, lanes, task_id) if record.status == TaskStatus.QUEUED else None
+    status, position, where = standing(record.status, seen.place if seen else None)
     if status != record.status:  # a worker has it and has not marked the record yet
         record = record.model_copy(update={"status": status})
-    if where is None:
+    if seen is None or where is None:
         return TaskView(record=record, position=position)
-    workers = len(job_queue.ready_workers(conn))
-    wait = job_queue.estimated_wait(conn, where.ahead, workers, record.audio_duration)
+    wait = seen.wait(record.audio_duration)
     return TaskView(record=record, position=position, estimated_wait=wait, lane=where.lane)
 
 

@@ -77,20 +77,24 @@ def test_a_worker_takes_the_highest_non_empty_lane_first(conn: redis.Redis, sett
     assert taken == [*high, normal, low]
 
 
+def place(conn: redis.Redis, lanes: Lanes, job_id: str) -> job_queue.Place | None:
+    return job_queue.outlook(conn, lanes, job_id).place
+
+
 def test_a_place_counts_the_higher_lanes_as_ahead(conn: redis.Redis, settings: Settings):
     lanes = get_lanes(conn, settings)
     highs = [in_lane(conn, settings, Priority.HIGH, n) for n in (1, 2)]
     normal = in_lane(conn, settings, Priority.NORMAL, 3)
     lows = [in_lane(conn, settings, Priority.LOW, n) for n in (4, 5)]
-    where = job_queue.place(lanes, lows[1])
+    where = place(conn, lanes, lows[1])
     assert where is not None and where.lane == Priority.LOW
     assert where.ahead == {Priority.HIGH: 2, Priority.NORMAL: 1, Priority.LOW: 1}
     assert where.position == 5
-    assert job_queue.place(lanes, highs[1]) == job_queue.Place(Priority.HIGH, {Priority.HIGH: 1})
-    assert job_queue.place(lanes, normal) == job_queue.Place(
+    assert place(conn, lanes, highs[1]) == job_queue.Place(Priority.HIGH, {Priority.HIGH: 1})
+    assert place(conn, lanes, normal) == job_queue.Place(
         Priority.NORMAL, {Priority.HIGH: 2, Priority.NORMAL: 0}
     )
-    assert job_queue.place(lanes, "not-queued") is None
+    assert place(conn, lanes, "not-queued") is None
 
 
 def test_a_voice_notes_wait_counts_only_the_voice_notes_ahead(
@@ -107,12 +111,12 @@ def test_a_voice_notes_wait_counts_only_the_voice_notes_ahead(
     assert backlog["low"] == {"jobs": 2, "audio_seconds": 7200.0}
     assert backlog["high"] == {"jobs": 2, "audio_seconds": 20.0}
     note = in_lane(conn, settings, Priority.HIGH, 5)
-    where = job_queue.place(lanes, note)
+    where = place(conn, lanes, note)
     assert where is not None
     # 2 notes x 10 s + its own 10 s = 30 s of audio x 0.1 s: the hours in the low lane wait.
     assert job_queue.estimated_wait(conn, where.ahead, 1, 10.0) == 3
     last = in_lane(conn, settings, Priority.LOW, 6)
-    where = job_queue.place(lanes, last)
+    where = place(conn, lanes, last)
     assert where is not None
     # Behind everything: 3 notes (30 s) + 2 hours + its own hour, x 0.1 s.
     assert job_queue.estimated_wait(conn, where.ahead, 1, 3600.0) == 1083
