@@ -33,6 +33,14 @@ DEFAULT_BATCH_JOBS_GPU = 8
 DEFAULT_BATCH_JOBS_CPU = 4
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask), not the box's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def parse_size(value: str | int) -> int:
     """'10 MB' -> bytes; the design writes sizes the way loguru's rotation does."""
     if isinstance(value, int):
@@ -95,6 +103,9 @@ class Settings(BaseSettings):
     # Cross-job batching: a worker takes up to this many queued short clips and decodes their
     # speech segments together. 0 = by device (see `batch_jobs`); 1 = one job at a time.
     asr_batch_jobs: int = Field(0, ge=0, le=64)
+    # Prep processes that decode and cut (FSMN-VAD) a pooled pass's clips while the ASR model
+    # runs the previous wave (src/asr/prep.py). None = by device (see `prep_processes`); 0 = off.
+    asr_prep_processes: int | None = Field(None, ge=0, le=64)
     # Clips longer than this (seconds) are never batched with others.
     asr_batch_max_audio_seconds: float = Field(60.0, gt=0)
 
@@ -241,11 +252,7 @@ class Settings(BaseSettings):
         """
         if self.asr_cpu_threads:
             return self.asr_cpu_threads
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            cores = os.cpu_count() or 1
-        return max(1, cores // self.rq_worker_count)
+        return max(1, usable_cores() // self.rq_worker_count)
 
     @property
     def batch_jobs(self) -> int:
@@ -253,6 +260,16 @@ class Settings(BaseSettings):
         if self.asr_batch_jobs:
             return self.asr_batch_jobs
         return DEFAULT_BATCH_JOBS_GPU if self.device.startswith("cuda") else DEFAULT_BATCH_JOBS_CPU
+
+    @property
+    def prep_processes(self) -> int:
+        """ASR_PREP_PROCESSES, else on CUDA the cores a worker may use less the one that feeds the
+        GPU (at most 8), and none on the CPU: there the ASR model itself needs every core."""
+        if self.asr_prep_processes is not None:
+            return self.asr_prep_processes
+        if not self.device.startswith("cuda"):
+            return 0
+        return min(8, max(1, usable_cores() // self.rq_worker_count - 1))
 
     @property
     def redis_dsn(self) -> str:

@@ -23,6 +23,10 @@ which keeps its import-time ffmpeg notice out of the log."""
 
 OOM_BATCH_DIVISOR = 4
 
+PIPELINE_WAVES = 4
+"""With prep processes a pooled pass claims this many waves of ASR_BATCH_JOBS clips: the pool
+prepares the next wave while the ASR model runs the one before."""
+
 
 def output(transcript: Transcript) -> EngineOutput:
     return EngineOutput(
@@ -106,4 +110,6 @@ def recognize_with_oom_retry(recognizer: SpeechRecognizer, item: EngineInput) ->
 
 def load(settings: Settings) -> SpeechEngine:
     """`Settings.worker_engine`'s default: load the models named in the settings."""
-    return SpeechEngine(SpeechRecognizer.from_settings(settings), settings.batch_jobs)
+    recognizer = SpeechRecognizer.from_settings(settings)
+    waves = PIPELINE_WAVES if recognizer.prep_pool is not None else 1
+    return SpeechEngine(recognizer, settings.batch_jobs * waves)

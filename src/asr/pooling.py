@@ -17,13 +17,16 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from src.asr.hotwords import clean_hotwords
+from src.asr.prep import Prepared
 from src.asr.transcript import (
     MIN_SAMPLES,
     ProgressFn,
@@ -68,13 +71,7 @@ class Pooled:
 
     @property
     def cfg(self) -> dict[str, Any]:
-        cfg: dict[str, Any] = {
-            "batch_size_s": self.request.batch_size_s,
-            "sentence_timestamp": True,
-        }
-        if self.words:
-            cfg["hotword"] = " ".join(self.words)
-        return cfg
+        return member_cfg(self.request, self.words)
 
     def sorted_segments(self) -> list[int]:
         """Segment indices in the order FunASR's `inference_with_vad` decodes them."""
@@ -128,27 +125,35 @@ def forward_only(progress: ProgressFn | None) -> ProgressFn | None:
 def recognize_batch(
     rec: SpeechRecognizer, requests: Sequence[BatchRequest]
 ) -> list[Transcript | Exception]:
-    """Each request's Transcript or exception (AudioError, RecognitionError), in order."""
+    """Each request's Transcript or exception (AudioError, RecognitionError), in order.
+
+    Without prep processes every member is decoded and cut here, then all go through the ASR
+    model in one wave. With them (`SpeechRecognizer.start_prep`), members come back from the
+    pool as they are ready and go through the ASR model in waves of `rec.wave_jobs`, while the
+    pool prepares the next ones: the GPU no longer waits for the CPU's decode and VAD.
+    """
     requests = [dataclasses.replace(r, progress=forward_only(r.progress)) for r in requests]
     results: list[Transcript | Exception | None] = [None] * len(requests)
-    pooled: list[Pooled] = []
-    for index, request in enumerate(requests):
-        rec._progress = request.progress
-        try:
-            prepared = prepare(rec, index, request)
-        except (AudioError, OSError) as exc:  # the clip's own problem, as `recognize` raises
-            results[index] = exc
+    wave: list[Pooled] = []
+    for index, got in prepared_members(rec, requests):
+        if not isinstance(got, Pooled):
+            results[index] = got
             continue
-        except Exception as exc:
-            results[index] = engine_error(exc)
-            continue
-        if isinstance(prepared, Transcript):
-            results[index] = prepared
-        else:
-            pooled.append(prepared)
+        wave.append(got)
+        if len(wave) == rec.wave_jobs:
+            finish_wave(rec, wave, results)
+            wave = []
+    finish_wave(rec, wave, results)
+    return [r if r is not None else RecognitionError("no result") for r in results]
+
+
+def finish_wave(
+    rec: SpeechRecognizer, wave: list[Pooled], results: list[Transcript | Exception | None]
+) -> None:
+    """The wave's pooled ASR batches, then FunASR's own post-processing per clip (replayed)."""
     rec._progress = None
-    decode_pooled(rec, pooled)
-    for item in pooled:
+    decode_pooled(rec, wave)
+    for item in wave:
         rec._progress = item.request.progress
         rec._replay = None if item.failed else Replay(item)
         # Charge this clip its own decode/VAD time plus its share of the pooled batches.
@@ -167,7 +172,92 @@ def recognize_batch(
             item.request.language,
             started,
         )
-    return [r if r is not None else RecognitionError("no result") for r in results]
+    rec._progress = None
+
+
+Member = Pooled | Transcript | Exception
+
+
+def prepared_members(
+    rec: SpeechRecognizer, requests: Sequence[BatchRequest]
+) -> Iterator[tuple[int, Member]]:
+    """(index, member) for every request: in order when prepared here, else as the prep pool
+    returns them. A clip's own failure comes back as its exception."""
+    pool = rec.prep_pool
+    if pool is None:
+        for index, request in enumerate(requests):
+            yield index, prepare_here(rec, index, request)
+        return
+    futures: dict[Future[Prepared], int] = {}
+    for index, request in enumerate(requests):
+        rec._progress = request.progress
+        rec._report(Stage.DECODE, 0.0)
+        words = clean_hotwords([*rec.default_hotwords, *request.hotwords])
+        futures[pool.submit(request.audio, member_cfg(request, words))] = index
+    try:
+        for future in as_completed(futures):
+            index = futures[future]
+            yield index, from_pool(rec, index, requests[index], future)
+    finally:  # a job timeout may stop the pass: the pool need not prepare the rest
+        for future in futures:
+            future.cancel()
+
+
+def from_pool(
+    rec: SpeechRecognizer, index: int, request: BatchRequest, future: Future[Prepared]
+) -> Member:
+    """The pool's result for one clip as a batch member (or its Transcript or exception)."""
+    try:
+        prepared = future.result()
+    except BrokenProcessPool:  # a prep process died, maybe not of this clip: prepare it here
+        log.warning("prep process lost; clip %d of the pass is prepared in the worker", index)
+        return prepare_here(rec, index, request)
+    except (AudioError, OSError) as exc:
+        return exc
+    except Exception as exc:
+        return engine_error(exc)
+    words = clean_hotwords([*rec.default_hotwords, *request.hotwords])
+    rec._progress = request.progress
+    rec._segments = []
+    if len(prepared.samples) < MIN_SAMPLES:
+        started = time.perf_counter() - prepared.seconds
+        duration = len(prepared.samples) / SAMPLE_RATE
+        return rec._transcript({}, duration, words, request.language, started)
+    rec._report(Stage.VAD, 0.0)
+    item = Pooled(
+        index=index,
+        request=request,
+        samples=prepared.samples,
+        words=words,
+        vad=prepared.vad,
+        prep_seconds=prepared.seconds,
+    )
+    item.segments = segments_of(item.vad)
+    return item
+
+
+def member_cfg(request: BatchRequest, words: list[str]) -> dict[str, Any]:
+    """The options FunASR's `generate` gets for this clip (VAD, ASR and the replay)."""
+    cfg: dict[str, Any] = {"batch_size_s": request.batch_size_s, "sentence_timestamp": True}
+    if words:
+        cfg["hotword"] = " ".join(words)
+    return cfg
+
+
+def segments_of(vad: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    return [(int(beg), int(end)) for out in vad for beg, end in out.get("value", [])]
+
+
+def prepare_here(rec: SpeechRecognizer, index: int, request: BatchRequest) -> Member:
+    """Decode and run VAD on one batch member in this process (as `inference_with_vad` would);
+    the clip's own failure comes back as its exception, as `recognize` would raise it."""
+    rec._progress = request.progress
+    try:
+        return prepare(rec, index, request)
+    except (AudioError, OSError) as exc:
+        return exc
+    except Exception as exc:
+        return engine_error(exc)
 
 
 def prepare(rec: SpeechRecognizer, index: int, request: BatchRequest) -> Pooled | Transcript:
@@ -184,7 +274,7 @@ def prepare(rec: SpeechRecognizer, index: int, request: BatchRequest) -> Pooled 
     auto = rec._model
     auto._reset_runtime_configs()
     item.vad = rec._inference(samples, model=auto.vad_model, kwargs=auto.vad_kwargs, **item.cfg)
-    item.segments = [(int(beg), int(end)) for out in item.vad for beg, end in out.get("value", [])]
+    item.segments = segments_of(item.vad)
     item.prep_seconds = time.perf_counter() - started
     return item
 

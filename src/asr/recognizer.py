@@ -20,6 +20,7 @@ from src.asr import funasr_patches, pooling
 from src.asr.hotwords import clean_hotwords, read_hotwords_file
 from src.asr.models import resolve_model_dirs
 from src.asr.pooling import BatchRequest
+from src.asr.prep import PrepPool, samples_of
 from src.asr.transcript import (
     MIN_SAMPLES,
     ProgressFn,
@@ -29,7 +30,7 @@ from src.asr.transcript import (
     is_out_of_memory,
 )
 from src.config import Settings
-from src.media.audio import SAMPLE_RATE, AudioError, load_audio
+from src.media.audio import SAMPLE_RATE
 from src.vocabulary import Sentence, Stage
 
 __all__ = [
@@ -102,6 +103,8 @@ class SpeechRecognizer:
         self._speech_ms_done = 0
         self._segments: list[tuple[int, int]] = []
         self._replay: pooling.Replay | None = None
+        self.prep_pool: PrepPool | None = None
+        self.wave_jobs = 0  # members per ASR wave of a pooled pass; 0: all in one wave
 
         started = time.perf_counter()
         self._model = funasr.AutoModel(
@@ -122,7 +125,7 @@ class SpeechRecognizer:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SpeechRecognizer:
-        return cls(
+        rec = cls(
             asr_model=settings.asr_model,
             vad_model=settings.asr_vad_model,
             punc_model=settings.asr_punc_model,
@@ -132,6 +135,9 @@ class SpeechRecognizer:
             max_audio_seconds=settings.asr_max_audio_seconds,
             cpu_threads=settings.cpu_threads,
         )
+        if settings.prep_processes:
+            rec.start_prep(settings.prep_processes, settings.batch_jobs)
+        return rec
 
     def _install_progress_hook(self) -> None:
         """Wrap AutoModel.inference so each sub-model call (VAD, ASR batches, punc) reports.
@@ -238,13 +244,20 @@ class SpeechRecognizer:
         return self._transcript(results[0] if results else {}, duration, words, language, started)
 
     def _samples(self, audio: np.ndarray | str | os.PathLike[str] | bytes) -> np.ndarray:
-        if isinstance(audio, np.ndarray):
-            samples = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
-        else:
-            samples, _ = load_audio(audio, max_duration_s=self.max_audio_seconds)
-        if len(samples) == 0:
-            raise AudioError("empty", "The audio contains no samples")
-        return samples
+        return samples_of(audio, self.max_audio_seconds)
+
+    def start_prep(self, processes: int, wave_jobs: int) -> None:
+        """Pipeline `recognize_batch`: `processes` prep processes decode and cut the members
+        (src/asr/prep.py) while the ASR model runs waves of `wave_jobs` of them."""
+        self.stop_prep()
+        self.prep_pool = PrepPool(self.model_dirs["vad"], processes, self.max_audio_seconds)
+        self.wave_jobs = wave_jobs
+
+    def stop_prep(self) -> None:
+        """Back to preparing every member in this process, all in one wave."""
+        if self.prep_pool is not None:
+            self.prep_pool.close()
+        self.prep_pool, self.wave_jobs = None, 0
 
     def recognize_batch(self, requests: Sequence[BatchRequest]) -> list[Transcript | Exception]:
         """Transcribe several recordings with their VAD segments pooled into shared ASR batches

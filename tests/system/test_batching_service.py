@@ -8,6 +8,8 @@ own history line, and its own failure when its recording is bad.
 from __future__ import annotations
 
 import re
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,3 +117,59 @@ def test_a_restarted_worker_returns_its_own_stale_claims(benv: Env, client: Test
     wait_status(client, task_id, {"done"}, 120)
     assert worker_of(benv, task_id) == "batch-3"
     assert result(client, task_id)["text"]
+
+
+def children_of(pid: int) -> list[int]:
+    """The live processes whose parent is `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended while we looked
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_pipelined_worker_keeps_each_job_apart_and_its_prep_process_ends_with_it(
+    benv: Env, client: TestClient, recognizer: SpeechRecognizer, tmp_path: Path
+):
+    """ASR_PREP_PROCESSES=1: the clips of a pass are decoded and cut in a spawned prep process
+    while the ASR model runs waves of ASR_BATCH_JOBS; each job still gets its own result and
+    its own failure. A SIGKILLed worker takes its prep process with it."""
+    eight = make_long(SPEECH_WAV, tmp_path, seconds=8, fmt="flac")
+    clips = {"ogg-1": SPEECH_OGG, "ogg-2": SPEECH_OGG, "flac-8": eight, "bad": SPEECH_OGG}
+    clips |= {"ogg-3": SPEECH_OGG}
+    ids = {name: submit(client, path) for name, path in clips.items()}
+    conn = benv.conn()
+    record = task_store.load(conn, ids["bad"])
+    assert record is not None
+    (benv.storage / "recordings" / record.file).write_bytes(b"\x00garbage" * 512)
+
+    env = BATCH_ENV | {"ASR_BATCH_JOBS": "2", "ASR_PREP_PROCESSES": "1"}
+    worker = benv.worker("pipe-1", **env)
+    finished = {
+        name: wait_status(client, tid, {"done", "failed"}, 240) for name, tid in ids.items()
+    }
+    assert finished["bad"]["status"] == "failed"
+    assert finished["bad"]["error"].startswith("Invalid audio"), finished["bad"]["error"]
+    for name in ("ogg-1", "ogg-2", "ogg-3", "flac-8"):
+        assert finished[name]["status"] == "done", finished[name]
+        assert finished[name]["text"] == recognizer.recognize(clips[name]).text
+    log = worker.output()
+    assert "1 prep process(es) ready" in log, log[-3000:]
+    batch = re.search(r"batch of (\d+) tasks", log)
+    assert batch and batch.group(1) == "5", log[-3000:]  # waves of 2 in one pass of up to 8
+    assert worker.proc is not None
+    prep = children_of(worker.proc.pid)
+    assert prep, "the worker has no prep process"
+
+    worker.proc.send_signal(signal.SIGKILL)  # the worker alone, not its process group
+    worker.proc.wait(10)
+    deadline = time.monotonic() + 10
+    while (
+        alive := [p for p in prep if Path(f"/proc/{p}").exists()]
+    ) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive, f"prep processes outlived their worker: {alive}"

@@ -3,6 +3,7 @@ reports bad ones (one line per key, named as the environment variable)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,19 @@ def test_batching_defaults_by_device_and_can_be_set(storage: Path):
     assert make_settings(6379, storage, asr_device="cuda").batch_jobs == DEFAULT_BATCH_JOBS_GPU
     assert make_settings(6379, storage, asr_device="cpu").batch_jobs == DEFAULT_BATCH_JOBS_CPU
     assert make_settings(6379, storage, asr_device="cpu", asr_batch_jobs=4).batch_jobs == 4
+
+
+def test_prep_processes_by_device_and_cores(storage: Path, monkeypatch: pytest.MonkeyPatch):
+    """The pipeline is off on CPU, and on CUDA takes the worker's cores less one, at most 8."""
+    assert make_settings(6379, storage, asr_device="cpu").prep_processes == 0
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(16)))
+    one: dict[str, object] = {"asr_device": "cuda", "rq_worker_count": 1}
+    assert make_settings(6379, storage, **one).prep_processes == 8
+    assert make_settings(6379, storage, **(one | {"rq_worker_count": 4})).prep_processes == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0})
+    assert make_settings(6379, storage, **one).prep_processes == 1
+    assert make_settings(6379, storage, asr_device="cuda", asr_prep_processes=0).prep_processes == 0
+    assert make_settings(6379, storage, asr_device="cpu", asr_prep_processes=2).prep_processes == 2
 
 
 @pytest.fixture
