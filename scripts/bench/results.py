@@ -284,6 +284,8 @@ class EngineFigure(Phase):
 
 class BatchRow(Model):
     jobs: int
+    wave: int = 0  # jobs per ASR wave when prep processes prepare the pass; 0: one wave
+    prep_processes: int = 0
     wall_s_all: list[float]
     wall_s_best: float
     clips_per_s: float
@@ -291,6 +293,10 @@ class BatchRow(Model):
     speedup: float  # against one by one
     identical: int  # same text and sentence times as one by one
     same_text: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.jobs} jobs in waves of {self.wave}" if self.wave else f"{self.jobs} jobs"
 
 
 class BatchingFigure(Phase):
@@ -304,12 +310,19 @@ class BatchingFigure(Phase):
     rounds: int
     rows: list[BatchRow]
     gpu_peak_allocated_mb: float | None = None
+    prep_rss_mb: float | None = None  # the prep processes together, at the end
 
     @property
-    def faster_jobs(self) -> list[int]:
-        """Jobs per pass whose every round beat every one-by-one round: a gain, not the noise."""
+    def faster_jobs(self) -> list[str]:
+        """Modes whose every round beat every one-by-one round: a gain, not the noise."""
         one = min(self.rows[0].wall_s_all)
-        return [r.jobs for r in self.rows[1:] if max(r.wall_s_all) < one]
+        return [r.label for r in self.rows[1:] if max(r.wall_s_all) < one]
+
+    @property
+    def pipelined(self) -> BatchRow | None:
+        """The fastest pipelined mode (prep processes), if the run had one."""
+        rows = [r for r in self.rows if r.wave]
+        return min(rows, key=lambda r: r.wall_s_best) if rows else None
 
 
 class RedisMemory(Model):
@@ -415,6 +428,9 @@ class Config(Model):
     batching_clips: int = 12
     batching_sizes: list[int] = [4, 8]
     batching_rounds: int = 2
+    # Pipelined rows: passes of PIPELINE_WAVES waves of each size, with this many prep processes.
+    batching_waves: list[int] = [4]
+    batching_prep_processes: int = 1
     quiet_s: float = 60.0
     seeds: dict[str, int] = {"throughput": 3, "burst": 5, "batching": 7, "openloop": 11}
 

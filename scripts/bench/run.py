@@ -67,8 +67,9 @@ SERVICE_FIGURES = {"submit", "openloop", "overhead", "throughput", "memory", "bu
 
 # How a GPU box and a smoke run change the defaults (a smoke run also takes 1 worker and no wait).
 GPU = {"engine_clips": [10, 60, 300], "engine_reps": 3, "engine_reps_long": 3}
-GPU |= {"batching_models": ["full"], "batching_clips": 32, "batching_sizes": [4, 8, 16]}
-GPU |= {"batching_rounds": 3}
+# Issue 14's GPU figure: 100 voice notes of 5-30 s, one by one, batched, batched and pipelined.
+GPU |= {"batching_models": ["full"], "batching_clips": 100, "batching_sizes": [8, 32]}
+GPU |= {"batching_rounds": 2, "batching_waves": [8], "batching_prep_processes": 8}
 SMOKE = {"mode": "smoke", "submit_levels": [(1, 5), (10, 2)], "overhead_jobs": 3, "leak_jobs": 16}
 SMOKE |= {"throughput_clips": 3, "throughput_rounds": 1, "burst_clips": 6, "burst_range": (5, 10)}
 SMOKE |= {
@@ -78,7 +79,12 @@ SMOKE |= {
     "engine_reps_long": 1,
 }
 SMOKE |= {"batching_models": ["tiny"], "batching_clips": 4, "batching_sizes": [4], "quiet_s": 0}
-SMOKE |= {"batching_rounds": 1, "openloop_rates": [20, 40], "openloop_seconds": 2.0}
+SMOKE |= {
+    "batching_rounds": 1,
+    "batching_waves": [2],
+    "openloop_rates": [20, 40],
+    "openloop_seconds": 2.0,
+}
 SMOKE |= {"peer_clips": 6}
 
 
