@@ -12,11 +12,15 @@ client polls each one's health endpoint; the figure is what the product promises
 time until a transcript exists, and whether the server still answers meanwhile.
 
 Both load the same random-weight tiny model dirs (stack.model_dirs) with one torch thread per
-process. funasr-server has no thread option: AutoModel calls torch.set_num_threads(ncpu) with
-ncpu from its kwargs, default 4, whatever OMP_NUM_THREADS says. Its kwargs are the model dir's
-config.yaml merged with the caller's, so the peer gets a dir of links to the same files whose
-config.yaml adds `ncpu: 1` (`threads_overlay`); our workers pass ncpu=ASR_CPU_THREADS=1.
-`--peer-threads 0` runs the model dir as it is instead: funasr-server as it ships (4 threads).
+process, and by default do the same work per clip: FSMN-VAD, the ASR model, CT punctuation.
+funasr-server has neither a thread nor a VAD/punctuation option with `--model-path`: it builds
+`AutoModel(model=path)`. But AutoModel merges the model dir's config.yaml into its kwargs before
+it reads `ncpu` (torch.set_num_threads, default 4, whatever OMP_NUM_THREADS says), `vad_model`
+and `punc_model`. So the peer gets a dir of links to the same files whose config.yaml adds
+`ncpu: 1` and names our VAD and punctuation dirs (`overlay`); our workers load the same three
+dirs with ncpu=ASR_CPU_THREADS=1. `--peer-pipeline asr-only` leaves VAD and punctuation out
+(funasr-server as it ships with --model-path); `both` runs the peer both ways against one burst
+of ours. `--peer-threads 0` leaves ncpu at FunASR's default (4 threads).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import httpx
 
 from scripts.bench.client import Finished, Submitted, Upload
 from scripts.bench.common import ROOT, hwm_mb, log, phase, proc_cpu_seconds
-from scripts.bench.results import PeerFigure, PeerSide, Stats
+from scripts.bench.results import PeerFigure, PeerPipeline, PeerRuns, PeerSide, Stats
 from scripts.bench.stack import Stack, model_dirs, seeded_lengths, voice_note
 from src.config import DEFAULT_BATCH_JOBS_CPU
 from tests.support.processes import free_port
@@ -59,14 +63,24 @@ FULL_LENGTHS = (5, 30)
 DEFAULT_NCPU = 4  # AutoModel's ncpu when neither the caller nor config.yaml sets it
 SEED = 5  # run.py's burst seed: the same clip lengths as figure 5
 
+# What the peer did per clip, beside ours (the product's FSMN-VAD + SeACo-Paraformer + CT punc).
+WORK = {
+    "same": "both sides run FSMN-VAD + SeACo-Paraformer + CT punctuation on every clip, from the "
+    "same model dirs: the peer's ASR dir is a linked copy whose config.yaml names our VAD and "
+    "punctuation dirs (vad_model, punc_model), which AutoModel reads as if the caller passed "
+    "them. Only ours asks for sentence timestamps (sentence_timestamp=True, the product's "
+    "segments); the peer calls generate(batch_size=1), and with a VAD model FunASR batches a "
+    "clip's segments by batch_size_s either way (ours 500 s, the peer's default 300 s)",
+    "asr-only": "funasr-server, ASR only (as it ships with --model-path): AutoModel(model=path) "
+    "alone, so no VAD (the clip is one segment) and no punctuation, the text comes back as "
+    "tokens joined by spaces; ours runs FSMN-VAD + SeACo-Paraformer + CT punctuation per clip",
+}
 NOTES = [
-    "ours runs FSMN VAD + SeACo-Paraformer + CT punctuation per clip (the product's pipeline); "
-    "funasr-server with --model-path builds AutoModel(model=path) alone: no VAD (the clip is "
-    "one segment), no punctuation, the text comes back as tokens joined by spaces",
     "ours decodes each upload with PyAV to 16 kHz at submit and in the worker; the peer writes "
     "the upload to a temp file and FunASR reads it (torchaudio, else soundfile, else ffmpeg)",
     "ours: {workers} worker processes x 1 torch thread (ASR_CPU_THREADS=1, ASR_BATCH_JOBS="
-    "{batch_jobs}); peer: one process x {peer_threads}; neither sets OMP_NUM_THREADS",
+    "{batch_jobs}: a worker decodes up to that many queued jobs as one batch, across jobs); "
+    "peer: one process x {peer_threads}; neither sets OMP_NUM_THREADS",
     "the peer decodes one request at a time inside its event loop, in arrival order: clips queue "
     "behind each other, and so does a /health probe, behind every request that came before it; "
     "ours answers the submit at once and leaves the decoding to the worker processes",
@@ -90,17 +104,32 @@ def ratio(peer: float | None, ours: float | None) -> float | None:
 # --- the peer server --------------------------------------------------------------------------
 
 
-def with_ncpu(config_yaml: str, threads: int) -> str:
-    """A FunASR config.yaml whose top-level `ncpu` is `threads` (replaced, else appended)."""
-    line = f"ncpu: {threads}"
-    if re.search(r"(?m)^ncpu:.*$", config_yaml):
-        return re.sub(r"(?m)^ncpu:.*$", line, config_yaml)
-    return config_yaml.rstrip("\n") + f"\n{line}\n"
+def with_keys(config_yaml: str, keys: dict[str, int | str]) -> str:
+    """A FunASR config.yaml with these top-level keys (each replaced, else appended). Values are
+    written as JSON scalars, which YAML reads back unchanged (a path with ': ' stays a string)."""
+    for key, value in keys.items():
+        line = f"{key}: {json.dumps(value)}"
+        pattern = rf"(?m)^{re.escape(key)}:.*$"
+        if re.search(pattern, config_yaml):
+            config_yaml = re.sub(pattern, lambda _m, line=line: line, config_yaml)
+        else:
+            config_yaml = config_yaml.rstrip("\n") + f"\n{line}\n"
+    return config_yaml
 
 
-def threads_overlay(model_dir: Path, dest: Path, threads: int) -> Path:
+def peer_keys(models: dict[str, str], pipeline: PeerPipeline, threads: int) -> dict[str, int | str]:
+    """What the peer's config.yaml adds: `ncpu` (0: FunASR's default), and for the same pipeline
+    as ours, our VAD and punctuation dirs."""
+    keys: dict[str, int | str] = {"ncpu": threads} if threads else {}
+    if pipeline == "same":
+        keys |= {"vad_model": models["vad"], "punc_model": models["punc"]}
+    return keys
+
+
+def overlay(model_dir: Path, dest: Path, keys: dict[str, int | str]) -> Path:
     """`dest`: links to every file of `model_dir` (the same weights), but a config.yaml with
-    `ncpu: threads`, the one way to set funasr-server's torch threads without changing it."""
+    `keys`: the one way to set funasr-server's torch threads, VAD and punctuation model without
+    changing it, as AutoModel merges config.yaml into its kwargs before it reads them."""
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
@@ -108,17 +137,24 @@ def threads_overlay(model_dir: Path, dest: Path, threads: int) -> Path:
         if item.name != "config.yaml":
             (dest / item.name).symlink_to(item.resolve())
     config = (model_dir / "config.yaml").read_text(encoding="utf-8")
-    (dest / "config.yaml").write_text(with_ncpu(config, threads), encoding="utf-8")
+    (dest / "config.yaml").write_text(with_keys(config, keys), encoding="utf-8")
     return dest
 
 
 class PeerServer:
     """`python -m funasr.bin.server` (the `funasr-server` console script) as a real process."""
 
-    def __init__(self, asr_dir: Path, work: Path, threads: int = 1) -> None:
-        """`threads` 0: the model dir as it is, so FunASR's default (4 threads)."""
-        overlay = work / "asr-model"
-        self.model_dir = threads_overlay(asr_dir, overlay, threads) if threads else asr_dir
+    def __init__(
+        self,
+        models: dict[str, str],
+        work: Path,
+        threads: int = 1,
+        pipeline: PeerPipeline = "same",
+    ) -> None:
+        """`threads` 0: FunASR's default (4 threads); that with "asr-only" runs our ASR dir as
+        it is, funasr-server exactly as it ships."""
+        asr, keys = Path(models["asr"]), peer_keys(models, pipeline, threads)
+        self.model_dir = overlay(asr, work / "asr-model", keys) if keys else asr
         self.log_path, self.port = work / "funasr-server.out", free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -385,11 +421,17 @@ def _ours_times(
 
 
 def measure_peer(
-    asr_dir: str, files: list[Path], work: Path, threads: int, interval: float, quiet_s: float
+    models: dict[str, str],
+    files: list[Path],
+    work: Path,
+    threads: int,
+    interval: float,
+    quiet_s: float,
+    pipeline: PeerPipeline = "same",
 ) -> PeerSide:
     """funasr-server: the transcript is the answer to the request."""
     uploads = [peer_upload(f) for f in files]
-    server = PeerServer(Path(asr_dir), work / "peer", threads).start()
+    server = PeerServer(models, work / f"peer-{pipeline}", threads, pipeline).start()
     try:
         t0 = time.perf_counter()
         warm = peer_burst(server.url, uploads[:1])[0]
@@ -403,7 +445,7 @@ def measure_peer(
             cpu = proc_cpu_seconds(server.pid) - cpu0
         ok = [a for a in answers if a.error is None]
         return _side(
-            "funasr-server",
+            "funasr-server" if pipeline == "same" else "funasr-server, ASR only",
             [(a.started, a.started + a.latency) for a in ok],
             [a.error for a in answers if a.error is not None],
             health,
@@ -429,8 +471,10 @@ def run(
     quiet_s: float = 30.0,
     models: dict[str, str] | None = None,
     peer_threads: int = 1,
+    peer_pipeline: PeerRuns = "same",
 ) -> PeerFigure:
-    """Both servers, one after the other, on the same clips; each has the machine to itself.
+    """Our server, then the peer (each way `peer_pipeline` asks: "both" is the same pipeline,
+    then ASR only), one after the other on the same clips; each has the machine to itself.
     `batch_jobs` 0 is the service's own default (by device); `models` from stack.model_dirs;
     `peer_threads` 0 runs funasr-server with FunASR's default threads (4)."""
     models = models or model_dirs("tiny")
@@ -439,8 +483,15 @@ def run(
     log(f"peer figure: {clips} clips ({sum(lengths)} s of audio); ours first")
     ours = measure_ours(models, files, work, workers, batch_jobs, interval, quiet_s)
     log(f"ours: {ours.done}/{clips} in {ours.wall_s_all_done} s; funasr-server next")
-    peer = measure_peer(models["asr"], files, work, peer_threads, interval, quiet_s)
-    log(f"funasr-server: {peer.done}/{clips} in {peer.wall_s_all_done} s")
+    pipelines: list[PeerPipeline] = (
+        ["same", "asr-only"] if peer_pipeline == "both" else [peer_pipeline]
+    )
+    peers: list[PeerSide] = []
+    for pipeline in pipelines:
+        side = measure_peer(models, files, work, peer_threads, interval, quiet_s, pipeline)
+        log(f"funasr-server ({pipeline}): {side.done}/{clips} in {side.wall_s_all_done} s")
+        peers.append(side)
+    peer, asr_only = peers[0], (peers[1] if len(peers) > 1 else None)
     jobs = f"{batch_jobs}" if batch_jobs else f"0, the default: {DEFAULT_BATCH_JOBS_CPU} on CPU"
     facts = {"workers": workers, "batch_jobs": jobs, "warmup": f"ours {workers} jobs, peer 1"}
     facts["peer_threads"] = (
@@ -452,13 +503,19 @@ def run(
     return PeerFigure(
         clips=clips,
         lengths_s={"min": min(lengths), "max": max(lengths), "sum": sum(lengths), "seed": seed},
+        workers=workers,
         threads_per_process=1,
         peer_threads=peer_threads or DEFAULT_NCPU,
         health_interval_ms=round(interval * 1000, 1),
+        peer_pipeline=pipelines[0],
         ours=ours,
         peer=peer,
         ratio_all_done=ratio(peer.wall_s_all_done, ours.wall_s_all_done),
-        notes=[n.format(**facts) for n in NOTES],
+        peer_asr_only=asr_only,
+        ratio_all_done_asr_only=ratio(asr_only.wall_s_all_done, ours.wall_s_all_done)
+        if asr_only
+        else None,
+        notes=[WORK[p] for p in pipelines] + [n.format(**facts) for n in NOTES],
     )
 
 
@@ -471,6 +528,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=0.075, help="health poll interval (s)")
     p.add_argument(
         "--peer-threads", type=int, default=1, help="funasr-server's torch threads (0: as shipped)"
+    )
+    p.add_argument(
+        "--peer-pipeline",
+        choices=["same", "asr-only", "both"],
+        default="same",
+        help="funasr-server's work per clip: same as ours (VAD + ASR + punctuation), asr-only "
+        "(as it ships with --model-path), or both, one after the other (same)",
     )
     p.add_argument("--quiet", type=float, default=30.0, help="max wait for a quiet machine (s)")
     p.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
@@ -492,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
             args.interval,
             quiet,
             peer_threads=args.peer_threads,
+            peer_pipeline=args.peer_pipeline,
         )
     finally:
         if args.keep:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from statistics import quantiles
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
@@ -171,15 +171,27 @@ class PeerSide(Phase):
     text_sample: str | None
 
 
+# The work funasr-server does per clip: "same" is ours (FSMN-VAD + ASR + CT punctuation, the
+# same model dirs); "asr-only" is funasr-server as it ships with --model-path (the ASR model alone).
+PeerPipeline = Literal["same", "asr-only"]
+PeerRuns = Literal["same", "asr-only", "both"]  # "both": the same pipeline (judged), then ASR only
+
+
 class PeerFigure(Model):
     clips: int
     lengths_s: dict[str, int]  # min, max, sum, seed
+    workers: int = 2  # ours: worker processes (every run before this field had 2)
     threads_per_process: int  # ours: ASR_CPU_THREADS
     peer_threads: int  # funasr-server's torch threads (FunASR's default ncpu is 4)
     health_interval_ms: float
+    # The work `peer` did; the default is what every run before this field measured.
+    peer_pipeline: PeerPipeline = "asr-only"
     ours: PeerSide
-    peer: PeerSide
+    peer: PeerSide  # the one the ratio target is judged on
     ratio_all_done: float | None  # peer / ours: above 1, ours transcribes the burst sooner
+    # funasr-server as it ships with --model-path, on the same burst, beside a same-pipeline peer
+    peer_asr_only: PeerSide | None = None
+    ratio_all_done_asr_only: float | None = None
     notes: list[str]
 
 
@@ -411,6 +423,7 @@ class Config(Model):
     openloop_rates: list[float] = [50, 100, 150, 200, 250, 300]  # voice notes per second
     openloop_seconds: float = 10.0  # per rate
     peer_clips: int = 100  # the burst both this service and funasr-server get
+    peer_pipeline: PeerRuns = "both"  # funasr-server's work, each way against one burst of ours
     overhead_jobs: int = 30
     throughput_clips: int = 24
     throughput_rounds: int = 2

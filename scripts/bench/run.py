@@ -85,7 +85,8 @@ SMOKE |= {
     "openloop_rates": [20, 40],
     "openloop_seconds": 2.0,
 }
-SMOKE |= {"peer_clips": 6}
+# The peer only with the same pipeline as ours (the judged one), not ASR only too: CI time.
+SMOKE |= {"peer_clips": 6, "peer_pipeline": "same"}
 
 
 def make_config(args: argparse.Namespace) -> Config:
@@ -207,6 +208,7 @@ class Runner:
                 self.cfg.seeds["burst"],
                 quiet_s=self.cfg.quiet_s,
                 models=self.tiny,
+                peer_pipeline=self.cfg.peer_pipeline,
             )
         return self.out
 

@@ -72,6 +72,9 @@ def test_bench_smoke_writes_every_figure(tmp_path: Path):
         assert side["done"] == peer["clips"] == 6 and side["errors"] == 0
         assert side["health_ms"]["n"] > 0 and side["wall_s_all_done"] > 0
     assert peer["ratio_all_done"] > 0
+    # The judged peer runs our pipeline; the ASR-only one only in a full run (CI time).
+    assert peer["peer_pipeline"] == "same" and run["config"]["peer_pipeline"] == "same"
+    assert peer["peer_asr_only"] is None and peer["ratio_all_done_asr_only"] is None
 
     ov = figs["overhead"]
     assert ov["jobs"] >= 1 and ov["server_overhead_ms"]["p50"] is not None

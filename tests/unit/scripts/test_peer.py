@@ -1,5 +1,6 @@
-"""The peer figure's pure parts (scripts/bench/peer.py): the thread overlay of a model dir, the
-request body funasr-server parses, its answers, and the accounting of our side.
+"""The peer figure's parts (scripts/bench/peer.py): the overlay of a model dir that gives
+funasr-server our threads, VAD and punctuation (checked with FunASR's real AutoModel), the request
+body it parses, its answers and the accounting of our side.
 
 The figure itself, with the real funasr-server and our real stack, is
 `python -m scripts.bench.peer --smoke`.
@@ -14,6 +15,8 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import pytest
+import yaml
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
@@ -21,23 +24,54 @@ from scripts.bench.client import Finished, Submitted
 from scripts.bench.peer import (
     PEER_MODEL,
     HealthPoller,
+    PeerServer,
     _ours_times,
+    overlay,
+    peer_keys,
     peer_upload,
     ratio,
-    threads_overlay,
     transcript_of,
-    with_ncpu,
+    with_keys,
 )
+from scripts.bench.results import PeerPipeline
+from tests.support.tiny_models import ModelDirs
+
+MODELS = {"asr": "/m/asr", "vad": "/m/vad: odd", "punc": "/m/punc"}
 
 
-def test_with_ncpu_appends_or_replaces_the_top_level_key() -> None:
-    assert with_ncpu("model: X\nencoder_conf:\n  ncpu: 8\n", 1) == (
+def test_with_keys_appends_or_replaces_top_level_keys_only() -> None:
+    assert with_keys("model: X\nencoder_conf:\n  ncpu: 8\n", {"ncpu": 1}) == (
         "model: X\nencoder_conf:\n  ncpu: 8\nncpu: 1\n"
     )
-    assert with_ncpu("ncpu: 4\nmodel: X", 1) == "ncpu: 1\nmodel: X"
+    assert with_keys("ncpu: 4\nmodel: X", {"ncpu": 1}) == "ncpu: 1\nmodel: X"
+    # A path is written as a quoted scalar, and a backslash in it is no regex escape.
+    out = with_keys("vad_model: fsmn-vad\n", {"vad_model": "C:\\m\\1", "punc_model": "/p: q"})
+    assert yaml.safe_load(out) == {"vad_model": "C:\\m\\1", "punc_model": "/p: q"}
 
 
-def test_threads_overlay_links_the_same_files_and_changes_only_the_config(tmp_path: Path) -> None:
+def test_peer_keys_name_our_vad_and_punctuation_only_for_the_same_pipeline() -> None:
+    assert peer_keys(MODELS, "same", 1) == {
+        "ncpu": 1,
+        "vad_model": "/m/vad: odd",
+        "punc_model": "/m/punc",
+    }
+    assert peer_keys(MODELS, "same", 0) == {"vad_model": "/m/vad: odd", "punc_model": "/m/punc"}
+    assert peer_keys(MODELS, "asr-only", 1) == {"ncpu": 1}
+    assert peer_keys(MODELS, "asr-only", 0) == {}
+
+
+def test_peer_server_runs_the_model_dir_as_it_is_only_as_shipped(tmp_path: Path) -> None:
+    asr = tmp_path / "asr"
+    asr.mkdir()
+    (asr / "config.yaml").write_text("model: SeacoParaformer\n")
+    models = {**MODELS, "asr": str(asr)}
+    assert PeerServer(models, tmp_path / "a", 0, "asr-only").model_dir == asr
+    same = PeerServer(models, tmp_path / "b", 0, "same").model_dir
+    assert same == tmp_path / "b" / "asr-model"
+    assert yaml.safe_load((same / "config.yaml").read_text())["punc_model"] == "/m/punc"
+
+
+def test_overlay_links_the_same_files_and_changes_only_the_config(tmp_path: Path) -> None:
     src = tmp_path / "asr"
     src.mkdir()
     (src / "model.pt").write_bytes(b"weights")
@@ -46,7 +80,7 @@ def test_threads_overlay_links_the_same_files_and_changes_only_the_config(tmp_pa
     (tmp_path / "peer" / "asr-model").mkdir(parents=True)
     (tmp_path / "peer" / "asr-model" / "stale").write_text("from a previous run")
 
-    out = threads_overlay(src, tmp_path / "peer" / "asr-model", 1)
+    out = overlay(src, tmp_path / "peer" / "asr-model", {"ncpu": 1})
 
     assert sorted(p.name for p in out.iterdir()) == [
         "config.yaml",
@@ -57,6 +91,33 @@ def test_threads_overlay_links_the_same_files_and_changes_only_the_config(tmp_pa
     assert not (out / "config.yaml").is_symlink()
     assert (out / "config.yaml").read_text() == "model: SeacoParaformer\nncpu: 1\n"
     assert (src / "config.yaml").read_text() == "model: SeacoParaformer\n"  # untouched
+
+
+@pytest.mark.parametrize("pipeline", ["same", "asr-only"])
+def test_automodel_from_the_overlay_builds_our_pipeline(
+    model_dirs: ModelDirs, tmp_path: Path, pipeline: PeerPipeline
+) -> None:
+    """What funasr-server does with --model-path: AutoModel(model=path), nothing else passed.
+    The overlay alone must give it our VAD and punctuation (and one thread), or none of them."""
+    import funasr
+    import torch
+
+    models = {"asr": str(model_dirs.asr), "vad": str(model_dirs.vad), "punc": str(model_dirs.punc)}
+    keys = peer_keys(models, pipeline, 1)
+    path = overlay(model_dirs.asr, tmp_path / "asr-model", keys)
+    threads = torch.get_num_threads()
+    try:
+        model = funasr.AutoModel(model=str(path), device="cpu", disable_update=True)
+        assert torch.get_num_threads() == 1  # ncpu from config.yaml, not FunASR's 4
+    finally:
+        torch.set_num_threads(threads)
+
+    same = pipeline == "same"
+    assert (model.vad_model is not None) == same
+    assert (model.punc_model is not None) == same
+    if same:
+        assert model.vad_kwargs["model_path"] == str(model_dirs.vad)
+        assert model.punc_kwargs["model_path"] == str(model_dirs.punc)
 
 
 def test_peer_upload_is_the_form_funasr_server_reads(tmp_path: Path) -> None:
