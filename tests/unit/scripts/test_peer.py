@@ -1,6 +1,6 @@
 """The peer figure's parts (scripts/bench/peer.py): the overlay of a model dir that gives
 funasr-server our threads, VAD and punctuation (checked with FunASR's real AutoModel), the request
-body it parses, its answers and the accounting of our side.
+body it parses, its answers, the accounting of our side, and how the report words each peer.
 
 The figure itself, with the real funasr-server and our real stack, is
 `python -m scripts.bench.peer --smoke`.
@@ -20,6 +20,7 @@ import yaml
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
+from scripts.bench import report
 from scripts.bench.client import Finished, Submitted
 from scripts.bench.peer import (
     PEER_MODEL,
@@ -33,7 +34,16 @@ from scripts.bench.peer import (
     transcript_of,
     with_keys,
 )
-from scripts.bench.results import PeerPipeline
+from scripts.bench.results import (
+    Config,
+    Figures,
+    PeerFigure,
+    PeerPipeline,
+    PeerSide,
+    Result,
+    RunInfo,
+    Stats,
+)
 from tests.support.tiny_models import ModelDirs
 
 MODELS = {"asr": "/m/asr", "vad": "/m/vad: odd", "punc": "/m/punc"}
@@ -220,3 +230,87 @@ def test_health_poller_keeps_probing_a_stalled_server_and_times_every_probe() ->
     assert len(poller.latencies) >= 10  # ~14 probes fired on schedule, stall or not
     assert max(poller.latencies) >= 0.45  # the first probe waited out the stall
     assert sum(1 for x in poller.latencies if x >= 0.2) >= 3  # and the ones queued behind it
+
+
+def _side(name: str, wall: float, cpu: float) -> PeerSide:
+    stats = Stats.of([0.5, 1.0], 1000)
+    return PeerSide(
+        name=name,
+        clips=6,
+        done=6,
+        errors=0,
+        error_samples=[],
+        warmup_s=1.0,
+        wall_s_all_done=wall,
+        transcript_ms=stats,
+        health_ms=stats,
+        health_errors=0,
+        rss_mb={name: 100.0},
+        rss_mb_total=100.0,
+        cpu_s=cpu,
+        text_sample="x",
+    )
+
+
+def _report(figure: PeerFigure) -> tuple[str, dict[str, str]]:
+    """Section 1c of PERFORMANCE.md and the 1d target row, for a run with only the peer figure."""
+    machine = {"cpus": 2, "cpu_model": "cpu", "memory_gb": 4, "kernel": "k"}
+    git = {"commit": "0" * 40, "branch": "b", "dirty": False}
+    run = RunInfo(
+        date="2026-01-01",
+        host="h",
+        machine=machine | {"loadavg_at_start": [0, 0, 0], "loadavg_at_end": [0, 0, 0]},
+        versions={"funasr": "1.4.16"},
+        git=git,
+        mode="smoke",
+        command="c",
+        figures=["peer"],
+        config=Config(mode="smoke").model_dump(),
+    )
+    result = Result(run=run, figures=Figures(peer=figure))
+    text = report.render(result)
+    section = text[text.index("## 1c.") :]
+    row = next(t for t in report.targets(result) if t.name.startswith("1d."))
+    return section, row.model_dump()
+
+
+def _figure(pipeline: PeerPipeline, asr_only: bool) -> PeerFigure:
+    ours, peer = _side("ours", 4.0, 10.0), _side("funasr-server", 8.0, 12.0)
+    beside = _side("funasr-server, ASR only", 6.0, 8.0) if asr_only else None
+    return PeerFigure(
+        clips=6,
+        lengths_s={"min": 5, "max": 10, "sum": 45, "seed": 5},
+        workers=2,
+        threads_per_process=1,
+        peer_threads=1,
+        health_interval_ms=75.0,
+        peer_pipeline=pipeline,
+        ours=ours,
+        peer=peer,
+        ratio_all_done=ratio(8.0, 4.0),
+        peer_asr_only=beside,
+        ratio_all_done_asr_only=ratio(6.0, 4.0) if beside else None,
+        notes=[],
+    )
+
+
+def test_report_judges_the_same_pipeline_peer_and_shows_the_asr_only_one_beside() -> None:
+    section, row = _report(_figure("same", asr_only=True))
+
+    assert "| | this service | funasr-server, same pipeline | funasr-server as it ships" in section
+    assert "| all 6 transcribed (s) | 4.0 | 8.0 | 6.0 |" in section
+    assert "**2.0** (same pipeline); funasr-server as it ships, ASR only: 1.5." in section
+    assert "same pipeline (VAD + ASR + punctuation)" in row["name"]
+    assert row["measured"].startswith("2.0x (8.0 s vs 4.0 s);")
+    assert "(ASR only): 1.5x (6.0 s)" in row["measured"]
+    assert row["verdict"] == "MISS" and row["gap"] == "-1.00x"
+    assert "no VAD" not in row["why"] and "both run FSMN-VAD" in row["why"]
+
+
+def test_report_says_when_the_judged_peer_ran_asr_only() -> None:
+    section, row = _report(_figure("asr-only", asr_only=False))
+
+    assert "| | this service | funasr-server, ASR only |" in section
+    assert "funasr-server as it ships (ASR only) |" not in section  # no column beside
+    assert "**2.0** (the peer ASR only)." in section
+    assert "the peer ASR only" in row["name"] and "no VAD" in row["why"]
