@@ -91,7 +91,8 @@ def test_bench_smoke_writes_every_figure(tmp_path: Path):
     assert {r["batch_size_s"] for r in eng["rows"]} == {60, 300}
 
     bat = figs["batching"]["tiny"]
-    assert [r["jobs"] for r in bat["rows"]] == [1, 4]
+    # One by one, batches of 4, and a pipelined pass: PIPELINE_WAVES (4) waves of 2 = 8 jobs.
+    assert [(r["jobs"], r["wave"]) for r in bat["rows"]] == [(1, 0), (4, 0), (8, 2)]
     assert all(r["wall_s_best"] > 0 and r["speedup"] > 0 for r in bat["rows"])
     # Same clips, same text: batching must not change what a clip decodes to (a sentence edge
     # may move by one 20 ms frame, so `identical` is reported, not asserted).
