@@ -73,6 +73,33 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / HZ
 
 
+def _stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def tree_cpu_seconds(pids: Iterable[int]) -> float:
+    """CPU seconds of these processes and everything they started, each counted once: their
+    own, their reaped children's (cutime/cstime) and their live descendants'. A phase's prep
+    processes are the bench's own work, not other people's, even once their pool has ended."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        if (fields := _stat(int(stat.parent.name))) is not None:
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, seen, todo = 0.0, set(), [p for p in pids if p]
+    while todo:
+        current = todo.pop()
+        if current in seen or (fields := _stat(current)) is None:
+            continue
+        seen.add(current)
+        total += sum(int(x) for x in fields[11:15]) / HZ  # utime stime cutime cstime
+        todo += children.get(current, [])
+    return total
+
+
 def system_busy_seconds() -> float:
     """CPU seconds all cores spent busy since boot (not idle, not iowait)."""
     with open("/proc/stat", encoding="ascii") as f:
@@ -87,11 +114,11 @@ class CpuWatch:
     def __init__(self, pids: Iterable[int]) -> None:
         self.pids = [p for p in pids if p]
         self.t0, self.busy0 = time.monotonic(), system_busy_seconds()
-        self.own0 = {p: proc_cpu_seconds(p) for p in self.pids}
+        self.own0 = tree_cpu_seconds(self.pids)
 
     def stop(self) -> Cpu:
         wall = max(time.monotonic() - self.t0, 1e-6)
-        own = sum(max(0.0, proc_cpu_seconds(p) - self.own0[p]) for p in self.pids)
+        own = max(0.0, tree_cpu_seconds(self.pids) - self.own0)
         foreign = max(0.0, system_busy_seconds() - self.busy0 - own) / wall
         return Cpu(
             wall_s=round(wall, 2), own_cores=round(own / wall, 2), foreign_cores=round(foreign, 2)

@@ -87,7 +87,8 @@ NOTES = [
     "time to transcript: ours = the task record's finished_at (server clock) - the client's "
     "send time; the peer = the HTTP request's latency (it answers with the transcript)",
     "funasr-server runs with uvicorn's access log and FunASR's tqdm bar per request, as it "
-    "ships; ours without an access log, as production runs it. Ours' /api/v1/health reads the "
+    "ships; ours without uvicorn's access log but with its own one-line access log "
+    "(asr_api.log), as production runs it. Ours' /api/v1/health reads the "
     "worker beacons in Redis; the peer's /health reads only its own state",
     "each server got a warm-up ({warmup}) before the burst: the first decode in a fresh "
     "process pays one-off imports",
