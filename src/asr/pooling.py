@@ -188,23 +188,27 @@ def prepared_members(
         for index, request in enumerate(requests):
             yield index, prepare_here(rec, index, request)
         return
+    words = [member_words(rec, request) for request in requests]
     futures: dict[Future[Prepared], int] = {}
     for index, request in enumerate(requests):
         rec._progress = request.progress
         rec._report(Stage.DECODE, 0.0)
-        words = clean_hotwords([*rec.default_hotwords, *request.hotwords])
-        futures[pool.submit(request.audio, member_cfg(request, words))] = index
+        futures[pool.submit(request.audio, member_cfg(request, words[index]))] = index
     try:
         for future in as_completed(futures):
             index = futures[future]
-            yield index, from_pool(rec, index, requests[index], future)
+            yield index, from_pool(rec, index, requests[index], words[index], future)
     finally:  # a job timeout may stop the pass: the pool need not prepare the rest
         for future in futures:
             future.cancel()
 
 
 def from_pool(
-    rec: SpeechRecognizer, index: int, request: BatchRequest, future: Future[Prepared]
+    rec: SpeechRecognizer,
+    index: int,
+    request: BatchRequest,
+    words: list[str],
+    future: Future[Prepared],
 ) -> Member:
     """The pool's result for one clip as a batch member (or its Transcript or exception)."""
     try:
@@ -212,28 +216,17 @@ def from_pool(
     except BrokenProcessPool:  # a prep process died, maybe not of this clip: prepare it here
         log.warning("prep process lost; clip %d of the pass is prepared in the worker", index)
         return prepare_here(rec, index, request)
-    except (AudioError, OSError) as exc:
-        return exc
     except Exception as exc:
-        return engine_error(exc)
-    words = clean_hotwords([*rec.default_hotwords, *request.hotwords])
+        return own_failure(exc)
     rec._progress = request.progress
-    rec._segments = []
-    if len(prepared.samples) < MIN_SAMPLES:
-        started = time.perf_counter() - prepared.seconds
-        duration = len(prepared.samples) / SAMPLE_RATE
-        return rec._transcript({}, duration, words, request.language, started)
-    rec._report(Stage.VAD, 0.0)
-    item = Pooled(
-        index=index,
-        request=request,
-        samples=prepared.samples,
-        words=words,
-        vad=prepared.vad,
-        prep_seconds=prepared.seconds,
-    )
-    item.segments = segments_of(item.vad)
-    return item
+    if len(prepared.samples) >= MIN_SAMPLES:
+        rec._report(Stage.VAD, 0.0)
+    started = time.perf_counter() - prepared.seconds
+    return member(rec, index, request, words, prepared.samples, prepared.vad, started)
+
+
+def member_words(rec: SpeechRecognizer, request: BatchRequest) -> list[str]:
+    return clean_hotwords([*rec.default_hotwords, *request.hotwords])
 
 
 def member_cfg(request: BatchRequest, words: list[str]) -> dict[str, Any]:
@@ -244,39 +237,55 @@ def member_cfg(request: BatchRequest, words: list[str]) -> dict[str, Any]:
     return cfg
 
 
-def segments_of(vad: list[dict[str, Any]]) -> list[tuple[int, int]]:
-    return [(int(beg), int(end)) for out in vad for beg, end in out.get("value", [])]
+def own_failure(exc: Exception) -> Exception:
+    """A clip's own failure as `recognize` raises it: unusable audio (AudioError, OSError) as
+    it is, anything else as a RecognitionError."""
+    return exc if isinstance(exc, AudioError | OSError) else engine_error(exc)
 
 
 def prepare_here(rec: SpeechRecognizer, index: int, request: BatchRequest) -> Member:
-    """Decode and run VAD on one batch member in this process (as `inference_with_vad` would);
-    the clip's own failure comes back as its exception, as `recognize` would raise it."""
+    """Decode and run VAD on one batch member in this process (as `inference_with_vad` would)."""
     rec._progress = request.progress
-    try:
-        return prepare(rec, index, request)
-    except (AudioError, OSError) as exc:
-        return exc
-    except Exception as exc:
-        return engine_error(exc)
-
-
-def prepare(rec: SpeechRecognizer, index: int, request: BatchRequest) -> Pooled | Transcript:
-    """Decode and run VAD on one batch member (as `inference_with_vad` would)."""
     started = time.perf_counter()
-    rec._report(Stage.DECODE, 0.0)
-    samples = rec._samples(request.audio)
-    words = clean_hotwords([*rec.default_hotwords, *request.hotwords])
+    try:
+        rec._report(Stage.DECODE, 0.0)
+        samples = rec._samples(request.audio)
+        words = member_words(rec, request)
+        vad: list[dict[str, Any]] = []
+        if len(samples) >= MIN_SAMPLES:
+            rec._report(Stage.VAD, 0.0)
+            auto = rec._model
+            auto._reset_runtime_configs()
+            cfg = member_cfg(request, words)
+            vad = rec._inference(samples, model=auto.vad_model, kwargs=auto.vad_kwargs, **cfg)
+    except Exception as exc:
+        return own_failure(exc)
+    return member(rec, index, request, words, samples, vad, started)
+
+
+def member(
+    rec: SpeechRecognizer,
+    index: int,
+    request: BatchRequest,
+    words: list[str],
+    samples: np.ndarray,
+    vad: list[dict[str, Any]],
+    started: float,
+) -> Pooled | Transcript:
+    """A prepared clip as a batch member; one too short for FunASR is its (empty) Transcript."""
     rec._segments = []
     if len(samples) < MIN_SAMPLES:
         return rec._transcript({}, len(samples) / SAMPLE_RATE, words, request.language, started)
-    item = Pooled(index=index, request=request, samples=samples, words=words)
-    rec._report(Stage.VAD, 0.0)
-    auto = rec._model
-    auto._reset_runtime_configs()
-    item.vad = rec._inference(samples, model=auto.vad_model, kwargs=auto.vad_kwargs, **item.cfg)
-    item.segments = segments_of(item.vad)
-    item.prep_seconds = time.perf_counter() - started
-    return item
+    segments = [(int(beg), int(end)) for out in vad for beg, end in out.get("value", [])]
+    return Pooled(
+        index=index,
+        request=request,
+        samples=samples,
+        words=words,
+        vad=vad,
+        segments=segments,
+        prep_seconds=time.perf_counter() - started,
+    )
 
 
 def decode_pooled(rec: SpeechRecognizer, items: list[Pooled]) -> None:
